@@ -1,0 +1,1 @@
+"""ev-predict pipeline: options, graph and command line (no image or model logic)."""

@@ -1,0 +1,156 @@
+"""``ev-predict``: PAI's ev_predict_ext on Apache Beam."""
+import json
+import logging
+import os
+import sys
+from typing import List, Optional
+
+
+def _quiet_runtime_logs(argv: List[str]) -> None:
+  """TensorFlow's C++ start-up chatter (and a CUDA probe when no GPU was
+  asked for) would bury the lines a user needs. Set before TF is imported;
+  inherited by local worker processes. A user's own settings win."""
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  if not any('gpuRequired' in a and not a.rstrip(';"\'').endswith('=0')
+             for a in argv):
+    os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
+
+
+# Before TensorFlow or Beam is imported anywhere.
+_quiet_runtime_logs(sys.argv[1:])
+
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import (DirectOptions,
+                                                  PipelineOptions,
+                                                  WorkerOptions,
+                                                  StandardOptions)
+
+from pipeline import graph
+from pipeline.options import (EvPredictOptions, UsageError, check_beam_flags,
+                              parse_command_line, to_flags)
+
+_LOG = logging.getLogger('ev_predict')
+_DIRECT = (None, 'DirectRunner', 'directrunner')
+
+
+def make_options(argv: List[str]) -> PipelineOptions:
+  params, beam_args = parse_command_line(argv)
+  check_beam_flags(beam_args)
+  options = PipelineOptions(to_flags(params) + beam_args)
+  o = options.view_as(EvPredictOptions)
+  if options.view_as(StandardOptions).runner in _DIRECT and o.num_worker > 1:
+    direct = options.view_as(DirectOptions)
+    direct.direct_num_workers = o.num_worker
+    direct.direct_running_mode = 'multi_processing'
+  harness = options.view_as(WorkerOptions)
+  if not harness.default_sdk_harness_log_level:
+    # Worker processes otherwise log every gRPC channel at INFO.
+    harness.default_sdk_harness_log_level = 'WARNING'
+  return options
+
+
+def make_runner(options: PipelineOptions):
+  """Beam's DirectRunner first tries Prism, which it downloads: on an offline
+  machine that stalls. Use the FnApiRunner it would fall back to, directly."""
+  name = options.view_as(StandardOptions).runner
+  if name not in _DIRECT:
+    return None  # Beam resolves the named runner
+  # pylint: disable=import-outside-toplevel
+  from apache_beam.portability.api import beam_provision_api_pb2
+  from apache_beam.runners.portability.fn_api_runner import fn_runner
+  from apache_beam.runners.portability.portable_runner import JobServiceHandle
+  encoded = JobServiceHandle.encode_pipeline_options(
+      options.get_all_options())
+  return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+      beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+
+
+def run(argv: List[str]) -> dict:
+  """Runs a job to completion and returns its summary (raises on failure)."""
+  options = make_options(argv)
+  job = graph.plan(options)
+  _LOG.info('ev-predict: run %s, model input %s %sx%s, %d worker(s) x %d '
+            'core(s)', job.run_id, job.spec.input_kind, job.spec.width,
+            job.spec.height, job.workers, job.cores_per_worker)
+  try:
+    with beam.Pipeline(runner=make_runner(options), options=options) as p:
+      graph.build_pipeline(p, options, job)
+  finally:
+    _remove_leftovers(job)
+  with FileSystems.open(job.paths.summary) as f:
+    summary = json.loads(f.read().decode('utf-8'))
+  summary['max_error_ratio'] = job.max_error_ratio
+  return summary
+
+
+def _remove_leftovers(job) -> None:
+  """A failed run leaves neither shards nor half-written staging files."""
+  leftovers = [job.paths.temp_dir] + [
+      f'{p}.tmp-{job.run_id}' for p in (job.paths.result, job.paths.errors)]
+  for path in leftovers:
+    try:
+      if FileSystems.exists(path):
+        FileSystems.delete([path])
+    except Exception:  # pylint: disable=broad-except
+      _LOG.warning('could not remove temporary %s', path)
+
+
+def print_summary(summary: dict, stream=sys.stderr) -> None:
+  kinds = ', '.join(f'{k} {v}' for k, v in summary['failed_by_kind'].items())
+  stream.write(
+      f'ev-predict: {summary["lines_read"]} lines read, '
+      f'{summary["succeeded"]} succeeded, {summary["failed"]} failed'
+      f'{" (" + kinds + ")" if kinds else ""}; '
+      f'{summary["images_per_second"]} images/s, '
+      f'{summary["wall_seconds"]} s wall\n'
+      f'ev-predict: results {summary["result_file"]}, '
+      f'errors {summary["error_file"]}\n')
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  if not argv or argv[0] in ('-h', '--help', 'help'):
+    _print_help()
+    return 0 if argv else 2
+  logging.basicConfig(level=logging.ERROR, stream=sys.stderr,
+                      format='%(message)s')
+  _LOG.setLevel(logging.INFO)
+  try:
+    summary = run(argv)
+  except UsageError as e:
+    sys.stderr.write(f'ev-predict: error: {e}\n')
+    return 2
+  except KeyboardInterrupt:
+    sys.stderr.write('ev-predict: interrupted; no result file written\n')
+    return 130
+  except Exception as e:  # pylint: disable=broad-except
+    _LOG.exception('ev-predict: job failed')
+    sys.stderr.write(f'ev-predict: job failed: {type(e).__name__}: {e}\n')
+    return 1
+  print_summary(summary)
+  if not summary['accounting_ok']:
+    sys.stderr.write('ev-predict: error: records do not match input lines\n')
+    return 1
+  if summary['error_ratio'] > summary['max_error_ratio']:
+    sys.stderr.write(
+        f'ev-predict: error: {summary["error_ratio"]:.2%} of lines failed, '
+        f'above -Dmax_error_ratio={summary["max_error_ratio"]}\n')
+    return 1
+  return 0
+
+
+def _print_help() -> None:
+  from pipeline.options import PARAMETERS  # pylint: disable=import-outside-toplevel
+  lines = ['usage: ev-predict -Dkey=value ... [--beam_flag=value ...]',
+           '       ev-predict pai -name ev_predict_ext -Dkey=value ...', '',
+           'parameters:']
+  for name, (_, default, text) in PARAMETERS.items():
+    extra = f' [default: {default}]' if default not in (None, '') else ''
+    lines.append(f'  -D{name:<18} {text}{extra}')
+  sys.stdout.write('\n'.join(lines) + '\n')
+
+
+if __name__ == '__main__':
+  sys.exit(main())

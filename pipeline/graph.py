@@ -1,0 +1,219 @@
+"""The pipeline graph. build_pipeline() reads like a table of contents; plan()
+resolves and validates everything the graph needs before any work starts."""
+import dataclasses
+import functools
+import os
+import time
+import uuid
+from typing import List, Optional
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms import combiners
+
+from pipeline.options import (EvPredictOptions, UsageError, parse_bool,
+                              parse_floats, parse_size)
+from transforms import inference, read
+from transforms import record as rec
+from transforms.decode import DecodeConfig, prepare_record
+from transforms.fetch import FetchConfig, Fetcher
+from transforms.parallel import ThreadedMap
+from transforms.write import OutputPaths, WriteOutputs
+
+SUPPORTED_MODEL_TYPES = ('classifier',)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobPlan:
+  """Everything resolved on the launcher, so workers do no guessing."""
+  run_id: str
+  started_at: float
+  input_path: str
+  image_type: str
+  model_path: str
+  spec: inference.ModelSpec
+  labels: Optional[List[str]]
+  scaling: inference.PixelScaling
+  batch_size: int
+  paths: OutputPaths
+  fetch: FetchConfig
+  decode: DecodeConfig
+  workers: int
+  cores_per_worker: int
+  fetch_threads: int
+  decode_threads: int
+  max_error_ratio: float
+
+
+def _require(value, name):
+  if value in (None, ''):
+    raise UsageError(f'-D{name} is required')
+  return value
+
+
+def plan(options: EvPredictOptions) -> JobPlan:
+  o = options.view_as(EvPredictOptions)
+  if o.model_type not in SUPPORTED_MODEL_TYPES:
+    raise UsageError(f'-Dmodel_type={o.model_type} is not supported; '
+                     f'supported: {", ".join(SUPPORTED_MODEL_TYPES)}')
+  if o.image_type not in read.IMAGE_TYPES:
+    raise UsageError(f'-Dimage_type must be one of {", ".join(read.IMAGE_TYPES)}')
+  input_path = _require(o.input_oss_file, 'input_oss_file')
+  output_path = _require(o.output_oss_file, 'output_oss_file')
+  model_path = _require(o.model_path, 'model_path')
+  for name in ('num_worker', 'batch_size', 'fetch_threads', 'max_image_bytes',
+               'max_image_pixels'):
+    if getattr(o, name) < 1:
+      raise UsageError(f'-D{name} must be at least 1')
+  if o.fetch_retries < 0 or o.fetch_timeout <= 0:
+    raise UsageError('-Dfetch_retries must be >= 0 and -Dfetch_timeout > 0')
+  if not 0 <= o.max_error_ratio <= 1:
+    raise UsageError('-Dmax_error_ratio must be between 0 and 1')
+  if o.cpuRequired is not None and o.cpuRequired < 1:
+    raise UsageError('-DcpuRequired is in hundredths of a core, e.g. 800')
+
+  _check_readable(input_path, 'input_oss_file')
+  for path in (output_path, o.error_oss_file):
+    if path:
+      _check_writable(path)
+
+  if o.pixel_scale not in inference.PIXEL_SCALES:
+    raise UsageError(f'-Dpixel_scale must be one of '
+                     f'{", ".join(inference.PIXEL_SCALES)}')
+  mean = parse_floats(o.pixel_mean, 'pixel_mean')
+  std = parse_floats(o.pixel_std, 'pixel_std')
+  if o.pixel_scale == 'mean_std' and (len(mean) not in (1, 3) or
+                                      len(std) not in (1, 3) or
+                                      0 in std):
+    raise UsageError('-Dpixel_scale=mean_std needs -Dpixel_mean and '
+                     '-Dpixel_std with 1 or 3 values (std non-zero)')
+  try:
+    spec = inference.inspect_saved_model(
+        model_path, o.signature_name, parse_size(o.image_size), o.output_key)
+    labels = inference.load_labels(model_path, o.label_map_path,
+                                   spec.num_classes)
+  except inference.ModelError as e:
+    raise UsageError(str(e)) from e
+
+  cores = os.cpu_count() or 1
+  workers = o.num_worker
+  per_worker = max(1, o.cpuRequired // 100) if o.cpuRequired else \
+      max(1, cores // workers)
+  run_id = time.strftime('%Y%m%d-%H%M%S') + '-' + uuid.uuid4().hex[:8]
+  return JobPlan(
+      run_id=run_id,
+      started_at=time.time(),
+      input_path=input_path,
+      image_type=o.image_type,
+      model_path=model_path,
+      spec=spec,
+      labels=labels,
+      scaling=inference.PixelScaling(o.pixel_scale, mean, std),
+      batch_size=o.batch_size,
+      paths=OutputPaths.for_run(output_path, o.error_oss_file, run_id),
+      fetch=FetchConfig(read_timeout=o.fetch_timeout, retries=o.fetch_retries,
+                        max_bytes=o.max_image_bytes,
+                        pool_size=o.fetch_threads),
+      decode=DecodeConfig(size=spec.image_size if spec.width else (0, 0),
+                          max_pixels=o.max_image_pixels,
+                          draft=parse_bool(o.jpeg_draft, 'jpeg_draft')),
+      workers=workers,
+      cores_per_worker=per_worker,
+      fetch_threads=o.fetch_threads,
+      decode_threads=o.decode_threads or per_worker,
+      max_error_ratio=o.max_error_ratio,
+  )
+
+
+def _check_readable(path: str, name: str) -> None:
+  try:
+    with FileSystems.open(path) as f:
+      f.read(1)
+  except Exception as e:  # pylint: disable=broad-except
+    raise UsageError(f'-D{name}: cannot read {path} ({type(e).__name__})') \
+        from e
+
+
+def _check_writable(path: str) -> None:
+  if '://' in path:
+    return  # remote stores are checked when the first shard is written
+  parent = os.path.dirname(os.path.abspath(path))
+  try:
+    os.makedirs(parent, exist_ok=True)
+  except OSError as e:
+    raise UsageError(f'cannot create output folder {parent}: {e.strerror}') \
+        from e
+  if not os.access(parent, os.W_OK):
+    raise UsageError(f'output folder {parent} is not writable')
+
+
+def _inference_failures(dead_letter):
+  """RunInference dead letters (batch, error) -> one error record per image."""
+  batch, error = dead_letter
+  message = error[1] if isinstance(error, tuple) and len(error) > 1 else error
+  return [r.fail(rec.INFERENCE, str(message)) for r in batch]
+
+
+def _make_fetcher(config: FetchConfig):
+  return Fetcher(config)
+
+
+def _make_preparer(config: DecodeConfig, encoded_input: bool):
+  return functools.partial(prepare_record, config=config,
+                           encoded_input=encoded_input)
+
+
+def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
+                   job: Optional[JobPlan] = None):
+  """Adds the whole job to p; returns the PCollection holding the summary."""
+  job = job or plan(options)
+  records = (p
+             | 'ReadFileList' >> read.ReadFileList(job.input_path,
+                                                   job.image_type))
+  lines_read = records | 'CountLines' >> combiners.Count.Globally()
+  prepared = (
+      records
+      # Spread lines over workers: the list itself is one small file.
+      | 'Distribute' >> beam.Reshuffle()
+      | 'Fetch' >> beam.ParDo(ThreadedMap(
+          functools.partial(_make_fetcher, job.fetch),
+          threads=job.fetch_threads, in_flight=job.fetch_threads * 2,
+          error_kind=rec.FETCH))
+      | 'Decode' >> beam.ParDo(ThreadedMap(
+          functools.partial(_make_preparer, job.decode,
+                            job.spec.encoded_input),
+          threads=job.decode_threads, in_flight=job.decode_threads * 2,
+          error_kind=rec.DECODE)))
+  ready, failed = prepared | 'SplitFailed' >> beam.Partition(
+      lambda r, _: 0 if r.ok else 1, 2)
+  handler = inference.SavedModelHandler(
+      job.model_path, job.spec, job.scaling, job.batch_size,
+      intra_op_threads=job.cores_per_worker if job.workers > 1 else None)
+  classified, dead = ready | 'Classify' >> RunInferenceWithErrors(handler)
+  lost = dead | 'InferenceErrors' >> beam.FlatMap(_inference_failures)
+  return ((classified, failed, lost)
+          | 'MergeOutcomes' >> beam.Flatten()
+          | 'WriteOutputs' >> WriteOutputs(
+              job.paths, job.labels, lines_read, job.run_id, job.started_at,
+              extra_summary={
+                  'run_id': job.run_id,
+                  'input_file': job.input_path,
+                  'model_path': job.model_path,
+                  'model_input': job.spec.input_kind,
+                  'batch_size': job.batch_size,
+                  'workers': job.workers,
+              }))
+
+
+class RunInferenceWithErrors(beam.PTransform):
+  """RunInference whose failed batches come back as a second PCollection."""
+
+  def __init__(self, handler):
+    super().__init__()
+    self._handler = handler
+
+  def expand(self, records):
+    from apache_beam.ml.inference.base import RunInference  # pylint: disable=import-outside-toplevel
+    results, dlq = records | 'RunInference' >> RunInference(
+        self._handler).with_exception_handling()
+    return results, dlq.failed_inferences

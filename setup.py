@@ -1,0 +1,23 @@
+"""ev-predict: PAI EasyVision offline image classification on Apache Beam."""
+import setuptools
+
+setuptools.setup(
+    name='ev-predict',
+    version='0.1.0',
+    description='PAI EasyVision ev_predict_ext (classifier) on Apache Beam',
+    python_requires='>=3.10',
+    packages=setuptools.find_packages(include=['pipeline', 'pipeline.*',
+                                               'transforms', 'transforms.*']),
+    install_requires=[
+        'apache-beam==2.77.0',
+        'tensorflow>=2.16,<2.22',
+        'pillow>=10',
+        'numpy',
+        'oss2>=2.18',
+        'urllib3>=2',
+    ],
+    extras_require={
+        'test': ['pytest>=8', 'pytest-timeout', 'scikit-learn'],
+    },
+    entry_points={'console_scripts': ['ev-predict=pipeline.cli:main']},
+)

@@ -1,0 +1,103 @@
+"""Fixtures: real SavedModels, real image files and a real HTTP server."""
+import http.server
+import os
+import threading
+import urllib.parse
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests import models
+
+
+@pytest.fixture(scope='session')
+def model_dirs(tmp_path_factory):
+  root = tmp_path_factory.mktemp('models')
+  return {
+      'uint8': models.save_uint8_model(str(root / 'uint8'),
+                                       labels=models.LABELS),
+      'float': models.save_float_logits_model(str(root / 'float')),
+      'string': models.save_string_model(str(root / 'string')),
+  }
+
+
+def write_image(path, seed, size=(40, 30), fmt=None):
+  rng = np.random.default_rng(seed)
+  arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+  Image.fromarray(arr).save(path, format=fmt)
+  return str(path)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+  """Serves files from server.root, plus a few misbehaving endpoints."""
+
+  def log_message(self, *args):
+    pass
+
+  def do_GET(self):
+    srv = self.server
+    url = urllib.parse.urlsplit(self.path)
+    path = urllib.parse.unquote(url.path)
+    with srv.lock:
+      srv.hits[path] = srv.hits.get(path, 0) + 1
+      hits = srv.hits[path]
+    if path.startswith('/status/'):
+      return self._reply(int(path.split('/')[2]), b'nope')
+    if path.startswith('/flaky/'):
+      # Fails twice with 503, then serves the file: retries must recover.
+      if hits <= 2:
+        return self._reply(503, b'busy')
+      path = path[len('/flaky'):]
+    if path.startswith('/redirect-loop'):
+      self.send_response(302)
+      self.send_header('Location', '/redirect-loop')
+      self.end_headers()
+      return None
+    if path.startswith('/redirect/'):
+      self.send_response(302)
+      self.send_header('Location', path[len('/redirect'):])
+      self.end_headers()
+      return None
+    if path.startswith('/short/'):
+      # Promises more bytes than it sends: must never become a decode input.
+      data = self._file(path[len('/short'):])
+      self.send_response(200)
+      self.send_header('Content-Length', str(len(data) + 100))
+      self.end_headers()
+      self.wfile.write(data[:len(data) // 2])
+      self.wfile.flush()
+      self.close_connection = True
+      return None
+    data = self._file(path)
+    if data is None:
+      return self._reply(404, b'not found')
+    return self._reply(200, data)
+
+  def _file(self, path):
+    full = os.path.join(self.server.root, path.lstrip('/'))
+    if not os.path.isfile(full):
+      return None
+    with open(full, 'rb') as f:
+      return f.read()
+
+  def _reply(self, status, body):
+    self.send_response(status)
+    self.send_header('Content-Length', str(len(body)))
+    self.end_headers()
+    self.wfile.write(body)
+
+
+@pytest.fixture(scope='session')
+def http_server(tmp_path_factory):
+  root = tmp_path_factory.mktemp('http')
+  server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
+  server.daemon_threads = True
+  server.root = str(root)
+  server.hits = {}
+  server.lock = threading.Lock()
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  server.base = f'http://127.0.0.1:{server.server_address[1]}'
+  yield server
+  server.shutdown()

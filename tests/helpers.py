@@ -1,0 +1,40 @@
+"""Running a job in-process and reading its outputs back."""
+import json
+import os
+
+from pipeline import cli
+
+
+def split_output_line(line: bytes):
+  """'<input line>, <json>' -> (input line, parsed json)."""
+  idx = line.rindex(b', {"')
+  return line[:idx], json.loads(line[idx + 2:].decode('utf-8'))
+
+
+def read_lines(path):
+  with open(path, 'rb') as f:
+    data = f.read()
+  assert not data or data.endswith(b'\n')
+  return data.splitlines()
+
+
+def run_job(tmp_path, lines, model_path, name='job', raw=None, **params):
+  """Writes the file list, runs ev-predict in-process, returns
+  (result lines, error lines, summary)."""
+  listing = tmp_path / f'{name}.txt'
+  if raw is None:
+    raw = b''.join(
+        (l if isinstance(l, bytes) else l.encode('utf-8')) + b'\n'
+        for l in lines)
+  listing.write_bytes(raw)
+  out = tmp_path / name / 'result.txt'
+  argv = [f'-Dmodel_path={model_path}', f'-Dinput_oss_file={listing}',
+          f'-Doutput_oss_file={out}', '-Dmax_error_ratio=1']
+  argv += [f'-D{k}={v}' for k, v in params.items()]
+  summary = cli.run(argv)
+  results = read_lines(out)
+  errors = read_lines(str(out) + '.errors')
+  leftovers = [n for n in os.listdir(out.parent) if '.tmp-' in n or
+               '.shards-' in n]
+  assert not leftovers, leftovers
+  return results, errors, summary

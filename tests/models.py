@@ -1,0 +1,90 @@
+"""Small real SavedModels for tests: built with TensorFlow, saved, loaded back.
+
+Each model flattens its (resized) pixels and applies one dense layer, so any
+change in decoding, orientation or resizing changes its output."""
+import numpy as np
+import tensorflow as tf
+
+SIZE = 8          # pixels per side the models take
+LABELS = ['cat', 'dog', 'fish', 'bird']
+
+
+def _weights(num_classes: int, seed: int = 7):
+  rng = np.random.default_rng(seed)
+  w = rng.normal(0, 0.05, (SIZE * SIZE * 3, num_classes)).astype(np.float32)
+  b = rng.normal(0, 0.1, (num_classes,)).astype(np.float32)
+  return tf.Variable(w), tf.Variable(b)
+
+
+class _Dense(tf.Module):
+
+  def __init__(self, num_classes):
+    super().__init__()
+    self.w, self.b = _weights(num_classes)
+
+  def logits(self, pixels_float):
+    flat = tf.reshape(pixels_float, [-1, SIZE * SIZE * 3])
+    return tf.matmul(flat, self.w) + self.b
+
+
+def save_uint8_model(path: str, num_classes: int = 4, labels=None,
+                     output_name: str = 'probabilities') -> str:
+  """uint8 [N,8,8,3] -> softmax probabilities."""
+  module = _Dense(num_classes)
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None, SIZE, SIZE, 3], tf.uint8, name='images')])
+  def serve(images):
+    x = tf.cast(images, tf.float32) / 255.0
+    return {output_name: tf.nn.softmax(module.logits(x) * 8.0)}
+
+  tf.saved_model.save(module, path, signatures={'serving_default': serve})
+  if labels:
+    with open(f'{path}/labels.txt', 'w', encoding='utf-8') as f:
+      f.write('\n'.join(labels) + '\n')
+  return path
+
+
+def save_float_logits_model(path: str, num_classes: int = 4) -> str:
+  """float32 [N,8,8,3] (0-1 expected) -> raw logits under one output name."""
+  module = _Dense(num_classes)
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32, name='x')])
+  def serve(x):
+    return {'logits': module.logits(x) * 8.0}
+
+  tf.saved_model.save(module, path, signatures={'serving_default': serve})
+  return path
+
+
+def save_string_model(path: str, num_classes: int = 4) -> str:
+  """string [N] encoded images -> decoded in-graph -> several outputs."""
+  module = _Dense(num_classes)
+
+  def decode_one(data):
+    img = tf.io.decode_image(data, channels=3, expand_animations=False)
+    img = tf.image.resize(img, [SIZE, SIZE], method='bilinear')
+    return tf.cast(img, tf.float32) / 255.0
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='image_bytes')])
+  def serve(image_bytes):
+    x = tf.map_fn(decode_one, image_bytes, fn_output_signature=tf.float32)
+    probs = tf.nn.softmax(module.logits(x) * 8.0)
+    return {'probabilities': probs, 'classes': tf.argmax(probs, axis=1)}
+
+  tf.saved_model.save(module, path, signatures={'serving_default': serve})
+  assets = tf.io.gfile.join(path, 'assets')
+  tf.io.gfile.makedirs(assets)
+  with open(f'{assets}/labels.txt', 'w', encoding='utf-8') as f:
+    f.write('\n'.join(LABELS[:num_classes]) + '\n')
+  return path
+
+
+def direct_call(path: str, batch) -> np.ndarray:
+  """The signature called directly, without any of our code."""
+  fn = tf.saved_model.load(path).signatures['serving_default']
+  name = list(fn.structured_input_signature[1])[0]
+  out = fn(**{name: tf.constant(batch)})
+  key = 'probabilities' if 'probabilities' in out else list(out)[0]
+  return out[key].numpy()

@@ -1,0 +1,124 @@
+"""Command line: PAI's -Dkey=value, --key=value, a pasted pai command, and
+one-line errors with exit code 2 before any work starts."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipeline import cli
+from pipeline.options import (EvPredictOptions, UsageError,
+                              parse_command_line)
+from tests.conftest import write_image
+from tests.helpers import read_lines, split_output_line
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EV_PREDICT = os.path.join(os.path.dirname(sys.executable), 'ev-predict')
+
+
+def test_pai_forms_parse_the_same():
+  forms = [
+      ['-Dmodel_path=m', '-Dinput_oss_file=in', '-Dnum_worker=2'],
+      ['--model_path=m', '--input_oss_file', 'in', '--num_worker=2'],
+      ['pai', '-name', 'ev_predict_ext', '-Dmodel_path="m"',
+       "-Dinput_oss_file='in'", '-Dnum_worker=2;'],
+      ['pai -name ev_predict_ext -Dmodel_path="m" -Dinput_oss_file=in '
+       '-Dnum_worker=2;'],
+  ]
+  for argv in forms:
+    params, beam_args = parse_command_line(argv)
+    assert params == {'model_path': 'm', 'input_oss_file': 'in',
+                      'num_worker': '2'}, argv
+    assert beam_args == []
+
+
+def test_beam_flags_pass_through():
+  params, beam_args = parse_command_line(
+      ['-Dmodel_path=m', '--runner', 'FlinkRunner', '--job_name=x'])
+  assert params == {'model_path': 'm'}
+  assert beam_args == ['--runner', 'FlinkRunner', '--job_name=x']
+  options = cli.make_options(['-Dmodel_path=m', '--job_name=x',
+                              '-Dnum_worker=2'])
+  o = options.view_as(EvPredictOptions)
+  assert (o.model_path, o.num_worker, o.batch_size) == ('m', 2, 32)
+  assert options.get_all_options()['direct_num_workers'] == 2
+
+
+@pytest.mark.parametrize('argv, needle', [
+    (['-Dmodel_pth=x'], 'did you mean model_path'),
+    (['-Dmodel_path'], 'malformed parameter'),
+    (['-Dnum_worker=two'], 'must be an integer'),
+    (['--no_such_flag=1'], 'unknown option'),
+    (['stray'], 'unexpected argument'),
+    (['pai', '-name', 'other_algo'], '-name must be ev_predict_ext'),
+])
+def test_bad_parameters_are_usage_errors(argv, needle):
+  with pytest.raises(UsageError, match=needle):
+    cli.make_options(argv)
+
+
+def _run_cli(args, cwd=REPO):
+  return subprocess.run([EV_PREDICT] + args, cwd=cwd, capture_output=True,
+                        text=True, timeout=300, check=False)
+
+
+def _last_error_line(stderr):
+  lines = [l for l in stderr.splitlines() if l.startswith('ev-predict:')]
+  assert lines, stderr
+  return lines[-1]
+
+
+@pytest.mark.parametrize('extra, needle', [
+    (['-Dmodel_type=detector'], 'model_type=detector is not supported; '
+     'supported: classifier'),
+    (['-Dmodel_path=/nonexistent/model'], 'no SavedModel at /nonexistent'),
+    (['-Dinput_oss_file=/nonexistent/list.txt'], 'cannot read '
+     '/nonexistent/list.txt'),
+    (['-Dlabel_map_path={labels3}'], 'has 3 labels but the model outputs 4'),
+    (['-Dimage_type=bytes'], 'image_type must be one of'),
+    (['-Dsignature_name=nope'], "no signature 'nope'"),
+])
+def test_cli_errors_exit_2_before_work(tmp_path, model_dirs, extra, needle):
+  listing = tmp_path / 'list.txt'
+  listing.write_text('x.jpg\n')
+  labels3 = tmp_path / 'labels3.txt'
+  labels3.write_text('a\nb\nc\n')
+  out = tmp_path / 'out' / 'result.txt'
+  base = {'-Dmodel_path': model_dirs['uint8'],
+          '-Dinput_oss_file': str(listing), '-Doutput_oss_file': str(out)}
+  extra = [e.format(labels3=labels3) for e in extra]
+  for e in extra:
+    base.pop(e.split('=')[0], None)
+  proc = _run_cli([f'{k}={v}' for k, v in base.items()] + extra)
+  assert proc.returncode == 2, proc.stderr
+  assert needle in _last_error_line(proc.stderr)
+  assert not out.exists()
+
+
+def test_pasted_pai_command_end_to_end(tmp_path, model_dirs):
+  imgs = [write_image(tmp_path / f'{i}.png', 70 + i) for i in range(3)]
+  listing = tmp_path / 'list.txt'
+  listing.write_text('\n'.join(imgs + [str(tmp_path / 'gone.jpg')]) + '\n')
+  out = tmp_path / 'res' / 'out.txt'
+  cmd = (f'pai -name ev_predict_ext -Dmodel_type=classifier '
+         f'-Dmodel_path="{model_dirs["uint8"]}" '
+         f'-Dinput_oss_file="{listing}" -Doutput_oss_file="{out}" '
+         f'-Dimage_type=url -DcpuRequired=100 -DgpuRequired=0 '
+         f'-Dmax_error_ratio=0.5;')
+  proc = _run_cli([cmd])
+  assert proc.returncode == 0, proc.stderr
+  assert ('ev-predict: 4 lines read, 3 succeeded, 1 failed (not_found 1)'
+          in proc.stderr)
+  assert len(read_lines(out)) == 3
+  summary = json.loads((tmp_path / 'res' / 'out.txt.summary.json').read_text())
+  assert (summary['succeeded'], summary['failed']) == (3, 1)
+  assert summary['failed_by_kind'] == {'not_found': 1}
+  assert summary['images_per_second'] > 0 and summary['accounting_ok']
+
+  # Same job over the error budget: output still complete, exit code 1.
+  proc = _run_cli([cmd.replace('max_error_ratio=0.5', 'max_error_ratio=0.1')])
+  assert proc.returncode == 1
+  assert 'above -Dmax_error_ratio=0.1' in _last_error_line(proc.stderr)
+  errors = read_lines(str(out) + '.errors')
+  assert [split_output_line(l)[1]['error'] for l in errors] == ['not_found']

@@ -1,0 +1,166 @@
+"""End to end on DirectRunner: mixed file lists, exact records, probabilities
+equal to direct calls of the model's signature on the same tensors."""
+import base64
+import collections
+import json
+import urllib.parse
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests import models
+from tests.conftest import write_image
+from tests.helpers import run_job, split_output_line
+from transforms.decode import DecodeConfig, decode_image
+from transforms.inference import to_probabilities
+
+SIZE = DecodeConfig(size=(models.SIZE, models.SIZE), draft=True)
+
+
+def expected_probs(model_path, image_path, scale=None):
+  with open(image_path, 'rb') as f:
+    pixels = decode_image(f.read(), SIZE)[None]
+  if scale is not None:
+    pixels = pixels.astype(np.float32) * scale
+  return models.direct_call(model_path, pixels)[0]
+
+
+def check_result(body, probs, labels):
+  assert list(body) == ['class', 'class_name', 'class_probs']
+  assert list(body['class_probs']) == labels
+  got = np.array(list(body['class_probs'].values()))
+  np.testing.assert_allclose(got, probs, atol=1e-6, rtol=0)
+  assert body['class'] == int(np.argmax(got))
+  assert body['class_name'] == labels[body['class']]
+
+
+def test_mixed_file_list(tmp_path, model_dirs, http_server):
+  model = model_dirs['uint8']
+  odd_dir = tmp_path / 'odd dir'
+  odd_dir.mkdir()
+  odd = write_image(odd_dir / 'a b,c ü "q".jpg', 1)
+  viafile = write_image(tmp_path / 'file url #2.png', 2)
+  web = write_image(f'{http_server.root}/img3.jpg', 3)
+  flaky = write_image(f'{http_server.root}/img4.png', 4)
+  jsonimg = write_image(tmp_path / 'json.webp', 5, fmt='WEBP')
+  (tmp_path / 'text.jpg').write_text('this is not an image')
+  base = http_server.base
+  file_url = 'file://' + urllib.parse.quote(viafile)
+  json_line = json.dumps({'url': jsonimg, 'id': 7})
+  good = {
+      odd: odd, file_url: viafile, f'{base}/img3.jpg?size=big&x=1': web,
+      f'{base}/flaky/img4.png': flaky, json_line: jsonimg,
+  }
+  bad = {
+      f'{base}/status/404': 'not_found',
+      f'{base}/status/403': 'forbidden',
+      f'{base}/status/500': 'fetch',
+      f'{base}/redirect-loop': 'fetch',
+      f'{base}/short/img3.jpg': 'fetch',
+      str(tmp_path / 'missing.jpg'): 'not_found',
+      str(tmp_path / 'text.jpg'): 'decode',
+      '{"url": "x.jpg"': 'bad_line',
+      '{"nothing": 1}': 'bad_line',
+      'ftp://example.invalid/x.jpg': 'unsupported',
+  }
+  lines = list(good) + list(bad) + [odd]   # a duplicate line: two records
+  raw = b'\xef\xbb\xbf' + b'\r\n\r\n'.join(
+      l.encode('utf-8') for l in lines) + b'\r\n  \n\t\n'
+
+  results, errors, summary = run_job(
+      tmp_path, None, model, raw=raw, fetch_retries=3)
+
+  # Every non-blank line exactly once (twice for the duplicate).
+  seen = collections.Counter(
+      split_output_line(l)[0].decode('utf-8') for l in results + errors)
+  assert seen == collections.Counter(lines)
+  assert summary['lines_read'] == len(lines) == summary['records']
+  assert summary['accounting_ok']
+  assert summary['succeeded'] == len(results) == len(good) + 1
+  by_line = {}
+  for l in errors:
+    line, body = split_output_line(l)
+    assert set(body) == {'error', 'message'} and body['message']
+    by_line[line.decode('utf-8')] = body['error']
+  assert by_line == bad
+  assert summary['failed_by_kind'] == dict(collections.Counter(bad.values()))
+  for l in results:
+    line, body = split_output_line(l)
+    check_result(body, expected_probs(model, good[line.decode('utf-8')]),
+                 models.LABELS)
+  # The flaky endpoint failed twice and then served: retried, not lost.
+  assert http_server.hits['/flaky/img4.png'] == 3
+  assert http_server.hits['/status/404'] == 1   # no retry on 404
+
+
+def test_base64_lines_and_json_image(tmp_path, model_dirs):
+  model = model_dirs['uint8']
+  paths = [write_image(tmp_path / f'{i}.png', 10 + i) for i in range(3)]
+  encoded = [base64.b64encode(open(p, 'rb').read()).decode() for p in paths]
+  lines = [encoded[0], 'data:image/png;base64,' + encoded[1],
+           json.dumps({'image': encoded[2], 'k': 'v'}), '!!!not base64!!!']
+  results, errors, _ = run_job(tmp_path, lines, model, image_type='base64')
+  assert len(results) == 3 and len(errors) == 1
+  assert split_output_line(errors[0]) == (
+      b'!!!not base64!!!', {'error': 'bad_line', 'message': pytest.approx(
+          split_output_line(errors[0])[1]['message'])})
+  assert split_output_line(errors[0])[1]['error'] == 'bad_line'
+  for l in results:
+    line, body = split_output_line(l)
+    path = paths[lines.index(line.decode())]
+    check_result(body, expected_probs(model, path), models.LABELS)
+
+
+def test_float_logits_model_gets_softmax_and_scaling(tmp_path, model_dirs):
+  model = model_dirs['float']
+  paths = [write_image(tmp_path / f'{i}.jpg', 20 + i) for i in range(4)]
+  results, errors, _ = run_job(tmp_path, paths, model, pixel_scale='0-1')
+  assert not errors and len(results) == 4
+  for l in results:
+    line, body = split_output_line(l)
+    with open(line.decode(), 'rb') as f:
+      pixels = decode_image(f.read(), SIZE)[None].astype(np.float32) / 255
+    logits = models.direct_call(model, pixels)
+    assert (logits < 0).any()   # really logits: softmax had to be applied
+    check_result(body, to_probabilities(logits)[0],
+                 [str(i) for i in range(4)])
+
+
+def test_string_model_gets_encoded_bytes(tmp_path, model_dirs):
+  model = model_dirs['string']
+  paths = [write_image(tmp_path / f'{i}.png', 30 + i) for i in range(3)]
+  (tmp_path / 'bad.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * 40)
+  results, errors, _ = run_job(tmp_path, paths + [str(tmp_path / 'bad.png')],
+                               model, batch_size=2)
+  assert len(results) == 3 and len(errors) == 1
+  assert split_output_line(errors[0])[1]['error'] == 'decode'
+  for l in results:
+    line, body = split_output_line(l)
+    with open(line.decode(), 'rb') as f:
+      probs = models.direct_call(model, np.array([f.read()], dtype=object))
+    check_result(body, probs[0], models.LABELS)
+
+
+def test_truncated_image_inside_string_model_isolated(tmp_path, model_dirs):
+  """The model decodes itself; a corrupt image fails its batch, which is then
+  retried one by one: only that line becomes an inference error."""
+  model = model_dirs['string']
+  paths = [write_image(tmp_path / f'{i}.png', 40 + i, size=(64, 64))
+           for i in range(3)]
+  data = open(paths[1], 'rb').read()
+  with open(paths[1], 'wb') as f:
+    f.write(data[:len(data) // 2])
+  results, errors, _ = run_job(tmp_path, paths, model, batch_size=8)
+  assert len(results) == 2 and len(errors) == 1
+  line, body = split_output_line(errors[0])
+  assert line.decode() == paths[1]
+  assert body['error'] == 'inference'
+
+
+def test_output_is_replaced_atomically_on_rerun(tmp_path, model_dirs):
+  model = model_dirs['uint8']
+  paths = [write_image(tmp_path / f'{i}.png', 50 + i) for i in range(2)]
+  first, _, _ = run_job(tmp_path, paths, model, name='same')
+  second, _, _ = run_job(tmp_path, paths[:1], model, name='same')
+  assert len(first) == 2 and len(second) == 1

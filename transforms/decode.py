@@ -1,0 +1,180 @@
+"""Decode and resize: encoded bytes -> uint8 RGB pixels of the model's size.
+
+Colour handling mirrors TensorFlow's ``decode_image(channels=3)``, which is what
+most classifiers were trained on: alpha is dropped rather than composited, 16-bit
+samples are scaled (not clipped) to 8 bits, EXIF orientation is applied.
+"""
+import dataclasses
+import io
+import warnings
+from typing import Tuple
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from transforms import record as rec
+from transforms.record import Record
+
+# Partial images must fail, never decode as grey padding.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+# Orientation values that swap width and height.
+_TRANSPOSED = (5, 6, 7, 8)
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeConfig:
+  size: Tuple[int, int]             # (width, height) the model wants
+  max_pixels: int = 89_478_485      # decompression-bomb guard (Pillow's)
+  draft: bool = True                # let JPEG decode at 1/2, 1/4, 1/8 scale
+
+
+class DecodeError(Exception):
+
+  def __init__(self, kind: str, message: str):
+    super().__init__(message)
+    self.kind = kind
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+  """Opens (header only) and checks the pixel budget before any decoding."""
+  if not data:
+    raise DecodeError(rec.DECODE, 'empty file')
+  try:
+    with warnings.catch_warnings():
+      # Our own limit below decides; Pillow's warning would only be noise.
+      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+      img = Image.open(io.BytesIO(data))
+  except Image.DecompressionBombError as e:
+    raise DecodeError(rec.TOO_LARGE, str(e)) from e
+  except UnidentifiedImageError as e:
+    raise DecodeError(
+        rec.DECODE, f'not a supported image ({_sniff(data)})') from e
+  except Exception as e:  # pylint: disable=broad-except
+    raise DecodeError(rec.DECODE, f'{type(e).__name__}: {e}') from e
+  width, height = img.size
+  if width * height > max_pixels:
+    raise DecodeError(
+        rec.TOO_LARGE,
+        f'{width}x{height} pixels exceeds the {max_pixels}-pixel limit')
+  if width < 1 or height < 1:
+    raise DecodeError(rec.DECODE, f'empty image {width}x{height}')
+  return img
+
+
+def decode_image(data: bytes, config: DecodeConfig) -> np.ndarray:
+  """Encoded image -> uint8 array [height, width, 3] at config.size."""
+  img = open_image(data, config.max_pixels)
+  try:
+    orientation = _orientation(img)
+    if config.draft and img.format == 'JPEG':
+      w, h = config.size
+      if orientation in _TRANSPOSED:
+        w, h = h, w
+      # draft keeps at least the requested size, so resizing still reduces.
+      img.draft('RGB', (w, h))
+    img.load()
+    if orientation not in (None, 1):
+      img = _apply_orientation(img, orientation)
+    rgb = to_rgb(img)
+    if rgb.size != tuple(config.size):
+      rgb = rgb.resize(config.size, Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
+  except DecodeError:
+    raise
+  except (Image.DecompressionBombError, MemoryError) as e:
+    raise DecodeError(rec.TOO_LARGE, f'{type(e).__name__}: {e}') from e
+  except Exception as e:  # pylint: disable=broad-except
+    raise DecodeError(rec.DECODE, f'{type(e).__name__}: {e}') from e
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+  """Any Pillow mode -> 8-bit RGB, without clipping wide samples."""
+  mode = img.mode
+  if mode == 'RGB':
+    return img
+  if mode in ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I', 'F'):
+    return Image.fromarray(
+        _wide_to_uint8(np.asarray(img), sixteen_bit=mode.startswith('I;16')),
+        'L').convert('RGB')
+  if mode == 'P':
+    # Palette images with transparency go through RGBA so the palette is
+    # resolved correctly; alpha is then dropped like the rest.
+    img = img.convert('RGBA' if 'transparency' in img.info else 'RGB')
+    return img.convert('RGB')
+  if mode == 'PA':
+    return img.convert('RGBA').convert('RGB')
+  return img.convert('RGB')
+
+
+def _wide_to_uint8(arr: np.ndarray, sixteen_bit: bool = False) -> np.ndarray:
+  if arr.dtype.kind == 'f':
+    arr = np.nan_to_num(arr.astype(np.float64))
+    # Float images are usually 0..1; anything larger is taken as 0..255.
+    scale = 255.0 if arr.max(initial=0.0) <= 1.0 else 1.0
+    return np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+  arr = arr.astype(np.int64)
+  peak = int(arr.max(initial=0))
+  # I;16 modes are 16-bit whatever their values (a dark image peaks below 256);
+  # only for 32-bit 'I' (16-bit PNGs in older Pillow) is the range guessed.
+  if sixteen_bit or peak > 255:
+    # 16-bit samples (also 16-bit PNGs that Pillow opens as 32-bit 'I').
+    return np.clip((arr + 128) // 257, 0, 255).astype(np.uint8)
+  return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def _orientation(img: Image.Image):
+  try:
+    value = img.getexif().get(_EXIF_ORIENTATION)
+    return int(value) if value in range(1, 9) else None
+  except Exception:  # pylint: disable=broad-except
+    # Corrupt EXIF must not cost the image: classify it as stored.
+    return None
+
+
+def _apply_orientation(img: Image.Image, orientation: int) -> Image.Image:
+  method = {
+      2: Image.Transpose.FLIP_LEFT_RIGHT,
+      3: Image.Transpose.ROTATE_180,
+      4: Image.Transpose.FLIP_TOP_BOTTOM,
+      5: Image.Transpose.TRANSPOSE,
+      6: Image.Transpose.ROTATE_270,
+      7: Image.Transpose.TRANSVERSE,
+      8: Image.Transpose.ROTATE_90,
+  }[orientation]
+  return img.transpose(method)
+
+
+def check_image(data: bytes, max_pixels: int) -> None:
+  """For models that take encoded bytes: reject what is clearly not an image
+  (and pixel bombs) without decoding, so the model sees only plausible input."""
+  img = open_image(data, max_pixels)
+  img.close()
+
+
+def _sniff(data: bytes) -> str:
+  head = data[:64].lstrip()
+  if head.startswith(b'<?xml') or head.startswith(b'<svg'):
+    return 'SVG is not supported'
+  if data[4:12] in (b'ftypheic', b'ftypheix', b'ftypmif1', b'ftypavif'):
+    return 'HEIC/AVIF is not supported'
+  try:
+    head.decode('utf-8')
+    return 'text, not image data'
+  except UnicodeDecodeError:
+    return f'unknown format, starts {data[:8].hex()}'
+
+
+def prepare_record(record: Record, config: DecodeConfig,
+                   encoded_input: bool) -> Record:
+  """Record with data -> record with the model's input tensor, or an error."""
+  if not record.ok:
+    return record
+  try:
+    if encoded_input:
+      check_image(record.data, config.max_pixels)
+      return record.but(tensor=record.data, data=None)
+    return record.but(tensor=decode_image(record.data, config), data=None)
+  except DecodeError as e:
+    return record.fail(e.kind, str(e))

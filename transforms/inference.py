@@ -1,0 +1,299 @@
+"""Inference: a Beam ModelHandler over ``tf.saved_model.load`` and its serving
+signature (Beam's own TF handlers load through Keras, which rejects SavedModel
+directories under Keras 3).
+
+The signature alone decides what the model is fed, so no configuration is needed
+for the common cases: uint8 [N,H,W,3] gets resized RGB pixels, float32
+[N,H,W,3] gets pixels scaled as documented, string [N] gets the encoded bytes.
+"""
+import dataclasses
+import logging
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import ModelHandler
+
+from transforms import record as rec
+from transforms.record import Record
+
+_LOG = logging.getLogger(__name__)
+
+PROBABILITY_OUTPUTS = ('probabilities', 'probs', 'class_probs')
+UINT8, FLOAT, STRING = 'uint8', 'float', 'string'
+PIXEL_SCALES = ('0-255', '0-1', '-1-1', 'mean_std')
+
+
+class ModelError(ValueError):
+  """The model cannot be used as configured; the message says how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """What the serving signature asks for and returns."""
+  signature_name: str
+  input_name: str
+  input_kind: str                     # UINT8, FLOAT or STRING
+  height: Optional[int]
+  width: Optional[int]
+  output_key: str
+  num_classes: Optional[int]
+
+  @property
+  def encoded_input(self) -> bool:
+    return self.input_kind == STRING
+
+  @property
+  def image_size(self) -> Tuple[int, int]:
+    """(width, height), as Pillow wants it."""
+    return (self.width, self.height)
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelScaling:
+  """How uint8 pixels become float inputs (float32 signatures only)."""
+  mode: str = '0-255'
+  mean: Tuple[float, ...] = ()
+  std: Tuple[float, ...] = ()
+
+  def apply(self, pixels: np.ndarray) -> np.ndarray:
+    x = pixels.astype(np.float32)
+    if self.mode == '0-1':
+      return x * np.float32(1.0 / 255.0)
+    if self.mode == '-1-1':
+      return x * np.float32(2.0 / 255.0) - np.float32(1.0)
+    if self.mode == 'mean_std':
+      return (x - np.asarray(self.mean, np.float32)) / np.asarray(
+          self.std, np.float32)
+    return x
+
+
+def _read_bytes(path: str) -> bytes:
+  with FileSystems.open(
+      path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    return f.read()
+
+
+def _join(base: str, name: str) -> str:
+  return FileSystems.join(base.rstrip('/'), name)
+
+
+def inspect_saved_model(model_path: str, signature_name: str = 'serving_default',
+                        image_size: Optional[Tuple[int, int]] = None,
+                        output_key: Optional[str] = None) -> ModelSpec:
+  """Reads the signature from saved_model.pb without loading any variables."""
+  from tensorflow.core.framework import types_pb2  # pylint: disable=import-outside-toplevel
+  from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=import-outside-toplevel
+
+  pb_path = _join(model_path, 'saved_model.pb')
+  try:
+    raw = _read_bytes(pb_path)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ModelError(
+        f'no SavedModel at {model_path} (cannot read saved_model.pb: '
+        f'{type(e).__name__})') from e
+  saved = saved_model_pb2.SavedModel()
+  try:
+    saved.ParseFromString(raw)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ModelError(f'{pb_path} is not a SavedModel protobuf') from e
+  graphs = [g for g in saved.meta_graphs if 'serve' in g.meta_info_def.tags] \
+      or list(saved.meta_graphs)
+  signatures = {}
+  for graph in graphs:
+    signatures.update(graph.signature_def)
+  if signature_name not in signatures:
+    raise ModelError(
+        f'model has no signature {signature_name!r}; it has '
+        f'{sorted(signatures) or "none"} (set -Dsignature_name)')
+  sig = signatures[signature_name]
+  if len(sig.inputs) != 1:
+    raise ModelError(
+        f'signature {signature_name!r} takes {len(sig.inputs)} inputs '
+        f'({sorted(sig.inputs)}); a classifier needs exactly one image input')
+  input_name, info = next(iter(sig.inputs.items()))
+  dims = [d.size for d in info.tensor_shape.dim]
+  if info.dtype == types_pb2.DT_STRING:
+    kind, height, width = STRING, None, None
+  elif info.dtype in (types_pb2.DT_UINT8, types_pb2.DT_FLOAT):
+    kind = UINT8 if info.dtype == types_pb2.DT_UINT8 else FLOAT
+    if info.tensor_shape.unknown_rank or len(dims) != 4 or dims[3] != 3:
+      raise ModelError(
+          f'input {input_name!r} has shape {dims}; expected [N, H, W, 3]')
+    height, width = dims[1], dims[2]
+    if image_size:
+      width, height = image_size
+    if height is None or width is None or height <= 0 or width <= 0:
+      raise ModelError(
+          f'input {input_name!r} has no fixed height/width {dims}; '
+          'set -Dimage_size=WIDTHxHEIGHT')
+  else:
+    raise ModelError(
+        f'input {input_name!r} has dtype '
+        f'{types_pb2.DataType.Name(info.dtype)}; supported: uint8, float32 '
+        'pixels [N,H,W,3] or string [N] encoded images')
+
+  outputs = dict(sig.outputs)
+  if output_key:
+    if output_key not in outputs:
+      raise ModelError(f'no output {output_key!r}; outputs: {sorted(outputs)}')
+    key = output_key
+  else:
+    named = [k for k in PROBABILITY_OUTPUTS if k in outputs]
+    if named:
+      key = named[0]
+    elif len(outputs) == 1:
+      key = next(iter(outputs))
+    else:
+      raise ModelError(
+          f'cannot tell which output holds class scores among '
+          f'{sorted(outputs)}; name it probabilities or set -Doutput_key')
+  out_dims = [d.size for d in outputs[key].tensor_shape.dim]
+  num_classes = out_dims[-1] if out_dims and out_dims[-1] > 0 else None
+  return ModelSpec(signature_name, input_name, kind, height, width, key,
+                   num_classes)
+
+
+def load_labels(model_path: str, label_map_path: Optional[str],
+                num_classes: Optional[int]) -> Optional[List[str]]:
+  """Class names: label map, else labels.txt in the model, else '0'..'C-1'.
+
+  Returns None when neither a file exists nor the class count is known yet
+  (the worker then numbers classes from the output width)."""
+  candidates = [label_map_path] if label_map_path else [
+      _join(model_path, 'assets/labels.txt'), _join(model_path, 'labels.txt')]
+  for path in candidates:
+    try:
+      text = _read_bytes(path).decode('utf-8-sig')
+    except Exception as e:  # pylint: disable=broad-except
+      if label_map_path:
+        raise ModelError(f'cannot read label map {path}: {type(e).__name__}') \
+            from e
+      continue
+    labels = [line.strip() for line in text.splitlines()]
+    while labels and not labels[-1]:
+      labels.pop()
+    if not labels or any(not name for name in labels):
+      raise ModelError(f'{path}: empty label names (one name per line)')
+    if len(set(labels)) != len(labels):
+      raise ModelError(f'{path}: duplicate class names')
+    if num_classes is not None and len(labels) != num_classes:
+      raise ModelError(
+          f'{path} has {len(labels)} labels but the model outputs '
+          f'{num_classes} classes')
+    return labels
+  if num_classes is None:
+    return None
+  return [str(i) for i in range(num_classes)]
+
+
+def to_probabilities(scores: np.ndarray) -> np.ndarray:
+  """Rows that are not already probabilities (a negative value, or not
+  summing to 1) get a softmax; the others are kept bit for bit."""
+  scores = np.asarray(scores, dtype=np.float32).reshape(len(scores), -1)
+  sums = scores.sum(axis=1, dtype=np.float64)
+  is_prob = (scores.min(axis=1) >= 0) & (np.abs(sums - 1.0) <= 1e-3)
+  if is_prob.all():
+    return scores
+  out = scores.copy()
+  logits = scores[~is_prob].astype(np.float64)
+  logits -= logits.max(axis=1, keepdims=True)
+  exp = np.exp(logits)
+  out[~is_prob] = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+  return out
+
+
+class LoadedModel:
+  """A loaded SavedModel's serving function, callable on a numpy batch."""
+
+  def __init__(self, model_path: str, spec: ModelSpec):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    self._tf = tf
+    self._spec = spec
+    self._module = tf.saved_model.load(model_path)
+    self._fn = self._module.signatures[spec.signature_name]
+
+  def scores(self, batch: np.ndarray) -> np.ndarray:
+    """Raw output rows for a batch of model inputs (already scaled)."""
+    dtype = self._tf.string if self._spec.encoded_input else None
+    tensor = self._tf.constant(batch, dtype=dtype)
+    out = self._fn(**{self._spec.input_name: tensor})[self._spec.output_key]
+    return np.asarray(out.numpy(), dtype=np.float32).reshape(len(batch), -1)
+
+  def predict(self, batch: np.ndarray) -> np.ndarray:
+    return to_probabilities(self.scores(batch))
+
+
+class SavedModelHandler(ModelHandler[Record, Record, LoadedModel]):
+  """Records with input tensors in, records with probabilities out.
+
+  Batches are padded to ``batch_size`` so every call has the same shape:
+  oneDNN picks kernels by shape, and a fixed shape keeps each image's
+  probabilities independent of which images share its batch (results are then
+  identical however lines are spread across workers).
+  """
+
+  def __init__(self, model_path: str, spec: ModelSpec,
+               scaling: PixelScaling = PixelScaling(), batch_size: int = 32,
+               intra_op_threads: Optional[int] = None,
+               local_model_path: Any = None):
+    super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
+    self._model_path = model_path
+    self._spec = spec
+    self._scaling = scaling
+    self._batch_size = batch_size
+    self._threads = intra_op_threads
+    # Callable that returns a local directory for the model (OSS caches it).
+    self._local_model_path = local_model_path
+
+  def load_model(self) -> LoadedModel:
+    if self._threads:
+      import tensorflow as tf  # pylint: disable=import-outside-toplevel
+      try:
+        tf.config.threading.set_intra_op_parallelism_threads(self._threads)
+        tf.config.threading.set_inter_op_parallelism_threads(
+            max(1, min(2, self._threads)))
+      except RuntimeError:
+        pass  # TF already initialised in this process: keep its settings
+    path = self._local_model_path(self._model_path) \
+        if self._local_model_path else self._model_path
+    return LoadedModel(path, self._spec)
+
+  def model_input(self, tensors: Sequence[Any]) -> np.ndarray:
+    """Stacks record tensors into one padded batch the signature accepts."""
+    rows = list(tensors)
+    rows.extend([rows[0]] * (self._batch_size - len(rows)))
+    if self._spec.encoded_input:
+      return np.array(rows, dtype=object)
+    batch = np.stack(rows)
+    if self._spec.input_kind == FLOAT:
+      return self._scaling.apply(batch)
+    return batch
+
+  def run_inference(self, batch: Sequence[Record], model: LoadedModel,
+                    inference_args: Optional[Dict[str, Any]] = None
+                    ) -> Iterable[Record]:
+    del inference_args
+    batch = list(batch)
+    try:
+      probs = model.predict(self.model_input([r.tensor for r in batch]))
+      return [r.but(tensor=None, probs=p) for r, p in zip(batch, probs)]
+    except Exception as e:  # pylint: disable=broad-except
+      if len(batch) == 1:
+        return [batch[0].fail(rec.INFERENCE, f'{type(e).__name__}: {e}')]
+      # One bad input (e.g. a corrupt image the model decodes itself) must not
+      # fail its neighbours: retry one by one to isolate it.
+      _LOG.warning('batch of %d failed (%s); retrying one by one',
+                   len(batch), type(e).__name__)
+      out = []
+      for r in batch:
+        out.extend(self.run_inference([r], model))
+      return out
+
+  def get_num_bytes(self, batch: Sequence[Record]) -> int:
+    return sum(len(r.tensor) if isinstance(r.tensor, bytes)
+               else getattr(r.tensor, 'nbytes', 0) for r in batch)
+
+  def get_metrics_namespace(self) -> str:
+    return 'ev_predict'

@@ -2,6 +2,7 @@
 import http.server
 import os
 import threading
+import time
 import urllib.parse
 
 import numpy as np
@@ -49,6 +50,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       if hits <= 2:
         return self._reply(503, b'busy')
       path = path[len('/flaky'):]
+    if path.startswith('/slow/'):
+      # /slow/<seconds>/<file>: headers at once, body after a pause.
+      _, _, delay, rest = path.split('/', 3)
+      data = self._file(rest) or b''
+      self.send_response(200)
+      self.send_header('Content-Length', str(len(data)))
+      self.end_headers()
+      self.wfile.flush()
+      time.sleep(float(delay))
+      try:
+        self.wfile.write(data)
+      except OSError:
+        pass
+      return None
     if path.startswith('/redirect-loop'):
       self.send_response(302)
       self.send_header('Location', '/redirect-loop')

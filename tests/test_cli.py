@@ -122,3 +122,13 @@ def test_pasted_pai_command_end_to_end(tmp_path, model_dirs):
   assert 'above -Dmax_error_ratio=0.1' in _last_error_line(proc.stderr)
   errors = read_lines(str(out) + '.errors')
   assert [split_output_line(l)[1]['error'] for l in errors] == ['not_found']
+
+
+def test_direct_runner_never_tries_prism():
+  """Beam's DirectRunner downloads Prism first; offline that must not
+  happen, so the default runner is the FnApiRunner itself."""
+  from apache_beam.runners.portability.fn_api_runner import fn_runner
+  runner = cli.make_runner(cli.make_options(['-Dmodel_path=m']))
+  assert isinstance(runner, fn_runner.FnApiRunner)
+  assert cli.make_runner(cli.make_options(
+      ['-Dmodel_path=m', '--runner=FlinkRunner'])) is None

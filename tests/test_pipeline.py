@@ -1,6 +1,7 @@
 """End to end on DirectRunner: mixed file lists, exact records, probabilities
 equal to direct calls of the model's signature on the same tensors."""
 import base64
+import os
 import collections
 import json
 import urllib.parse
@@ -164,3 +165,29 @@ def test_output_is_replaced_atomically_on_rerun(tmp_path, model_dirs):
   first, _, _ = run_job(tmp_path, paths, model, name='same')
   second, _, _ = run_job(tmp_path, paths[:1], model, name='same')
   assert len(first) == 2 and len(second) == 1
+
+
+def test_timeouts_and_size_caps(tmp_path, model_dirs, http_server):
+  model = model_dirs['uint8']
+  small = write_image(f'{http_server.root}/small.png', 60, size=(10, 10))
+  big = write_image(f'{http_server.root}/big.png', 61, size=(300, 300))
+  wide = tmp_path / 'wide.png'
+  Image.new('L', (5000, 5000)).save(wide)   # tiny file, 25 Mpx
+  base = http_server.base
+  lines = {
+      f'{base}/small.png': 'ok',
+      f'{base}/slow/3/small.png': 'timeout',
+      f'{base}/big.png': 'too_large',
+      big: 'too_large',
+      str(wide): 'too_large',
+  }
+  results, errors, summary = run_job(
+      tmp_path, list(lines), model, fetch_timeout=0.5, fetch_retries=1,
+      max_image_bytes=os.path.getsize(big) - 1, max_image_pixels=1_000_000)
+  got = {split_output_line(l)[0].decode(): split_output_line(l)[1]['error']
+         for l in errors}
+  got.update({split_output_line(l)[0].decode(): 'ok' for l in results})
+  assert got == lines
+  assert summary['failed_by_kind'] == {'timeout': 1, 'too_large': 3}
+  assert http_server.hits['/slow/3/small.png'] == 2   # one retry
+  assert os.path.getsize(small) < os.path.getsize(big)

@@ -1,0 +1,46 @@
+# ev-predict: install, test and demo.
+#   make install   venv in .venv with ev-predict (editable) and test extras
+#   make demo      train the demo digit classifier, run ev-predict on the
+#                  bundled sample images, check the result
+#   make test      run the test suite
+#   make clean     remove build/
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+DEMO_MODEL := build/demo_model
+DEMO_RESULT := build/demo/result.txt
+DEMO_FILELIST := examples/data/filelist.txt
+
+.DEFAULT_GOAL := install
+.PHONY: install .venv demo test clean samples
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstalls only when setup.py changes (or the venv is new).
+$(STAMP): setup.py | $(BIN)/python
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[test]'
+	touch $@
+
+install .venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/build_demo_model.py --out $(DEMO_MODEL)
+	$(BIN)/ev-predict -Dmodel_type=classifier -Dmodel_path=$(DEMO_MODEL) \
+	  -Dinput_oss_file=$(DEMO_FILELIST) -Doutput_oss_file=$(DEMO_RESULT) \
+	  -Dmax_error_ratio=0.2
+	$(BIN)/python examples/demo_report.py $(DEMO_RESULT)
+
+# Regenerates the bundled sample images (committed; rarely needed).
+samples: $(STAMP)
+	$(BIN)/python examples/make_sample_images.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf build/

@@ -38,7 +38,9 @@ _DIRECT = (None, 'DirectRunner', 'directrunner')
 def make_options(argv: List[str]) -> PipelineOptions:
   params, beam_args = parse_command_line(argv)
   check_beam_flags(beam_args)
-  options = PipelineOptions(to_flags(params) + beam_args)
+  # Worker processes import the OSS file system before reading any path.
+  plugin = '--beam_plugins=transforms.ossfs.OssFileSystem'
+  options = PipelineOptions(to_flags(params) + beam_args + [plugin])
   o = options.view_as(EvPredictOptions)
   if options.view_as(StandardOptions).runner in _DIRECT and o.num_worker > 1:
     direct = options.view_as(DirectOptions)

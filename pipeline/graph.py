@@ -13,7 +13,8 @@ from apache_beam.transforms import combiners
 
 from pipeline.options import (EvPredictOptions, UsageError, parse_bool,
                               parse_floats, parse_size)
-from transforms import inference, read
+from transforms import inference, modelcache, ossio, read
+from transforms.ossfs import OssOptions
 from transforms import record as rec
 from transforms.decode import DecodeConfig, prepare_record
 from transforms.fetch import FetchConfig, Fetcher
@@ -72,6 +73,19 @@ def plan(options: EvPredictOptions) -> JobPlan:
   if o.cpuRequired is not None and o.cpuRequired < 1:
     raise UsageError('-DcpuRequired is in hundredths of a core, e.g. 800')
 
+  oss = options.view_as(OssOptions)
+  try:
+    allow = ossio.parse_allow_list(oss.buckets)
+  except ValueError as e:
+    raise UsageError(f'-Dbuckets: {e}') from e
+  for name, path in (('model_path', model_path), ('input_oss_file', input_path),
+                     ('output_oss_file', output_path),
+                     ('error_oss_file', o.error_oss_file),
+                     ('label_map_path', o.label_map_path)):
+    if path and not ossio.allowed(path, allow):
+      raise UsageError(f'-D{name}={path} is outside -Dbuckets '
+                       f'({", ".join(allow)})')
+
   _check_readable(input_path, 'input_oss_file')
   for path in (output_path, o.error_oss_file):
     if path:
@@ -113,7 +127,7 @@ def plan(options: EvPredictOptions) -> JobPlan:
       paths=OutputPaths.for_run(output_path, o.error_oss_file, run_id),
       fetch=FetchConfig(read_timeout=o.fetch_timeout, retries=o.fetch_retries,
                         max_bytes=o.max_image_bytes,
-                        pool_size=o.fetch_threads),
+                        pool_size=o.fetch_threads, allowed_prefixes=allow),
       decode=DecodeConfig(size=spec.image_size if spec.width else (0, 0),
                           max_pixels=o.max_image_pixels,
                           draft=parse_bool(o.jpeg_draft, 'jpeg_draft')),
@@ -129,9 +143,19 @@ def _check_readable(path: str, name: str) -> None:
   try:
     with FileSystems.open(path) as f:
       f.read(1)
+  except ossio.OssConfigError as e:
+    raise UsageError(str(e)) from e
   except Exception as e:  # pylint: disable=broad-except
-    raise UsageError(f'-D{name}: cannot read {path} ({type(e).__name__})') \
-        from e
+    raise UsageError(f'-D{name}: cannot read {path} ({_reason(e)})') from e
+
+
+def _reason(e: BaseException) -> str:
+  # BeamIOError wraps the per-path cause; show that, without any secret.
+  causes = getattr(e, 'exception_details', None) or {}
+  cause = next(iter(causes.values()), None) if isinstance(causes, dict) \
+      else None
+  return type(cause or e).__name__ + (f': {cause}' if isinstance(
+      cause, OSError) else '')
 
 
 def _check_writable(path: str) -> None:
@@ -188,7 +212,8 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
       lambda r, _: 0 if r.ok else 1, 2)
   handler = inference.SavedModelHandler(
       job.model_path, job.spec, job.scaling, job.batch_size,
-      intra_op_threads=job.cores_per_worker if job.workers > 1 else None)
+      intra_op_threads=job.cores_per_worker if job.workers > 1 else None,
+      local_model_path=modelcache.local_model_dir)
   classified, dead = ready | 'Classify' >> RunInferenceWithErrors(handler)
   lost = dead | 'InferenceErrors' >> beam.FlatMap(_inference_failures)
   return ((classified, failed, lost)

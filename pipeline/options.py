@@ -12,6 +12,8 @@ from typing import Dict, List, Optional, Tuple
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from transforms.ossfs import OssOptions
+
 
 class UsageError(ValueError):
   """A one-line message telling the user what to fix (exit code 2)."""
@@ -60,12 +62,17 @@ PARAMETERS: Dict[str, Tuple[type, object, str]] = {
 _PAI_PROGRAM = 'ev_predict_ext'
 
 
+# Declared by the OSS file system's own options class (its workers need them).
+_OSS_PARAMETERS = ('buckets', 'arn', 'ossHost')
+
+
 class EvPredictOptions(PipelineOptions):
 
   @classmethod
   def _add_argparse_args(cls, parser):
     for name, (kind, default, text) in PARAMETERS.items():
-      parser.add_argument(f'--{name}', type=kind, default=default, help=text)
+      if name not in _OSS_PARAMETERS:
+        parser.add_argument(f'--{name}', type=kind, default=default, help=text)
 
 
 def _unquote(value: str) -> str:

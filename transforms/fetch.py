@@ -7,11 +7,13 @@ import random
 import socket
 import time
 import urllib.parse
+from typing import Tuple
 
 import urllib3
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import ossio
 from transforms import record as rec
 from transforms.record import Record
 
@@ -25,6 +27,9 @@ class FetchConfig:
   max_bytes: int = 64 << 20     # larger images are refused, not read
   max_redirects: int = 5
   pool_size: int = 16           # connections kept per host
+  # oss:// locations this job may read (empty: any); others are refused
+  # without a request.
+  allowed_prefixes: Tuple[str, ...] = ()
 
 
 class FetchError(Exception):
@@ -56,6 +61,9 @@ class Fetcher:
   def __call__(self, record: Record) -> Record:
     if not record.ok or record.data is not None or record.source is None:
       return record
+    if not ossio.allowed(record.source, self._config.allowed_prefixes):
+      return record.fail(rec.FORBIDDEN,
+                         f'{record.source} is outside the allowed buckets')
     attempt = 0
     while True:
       try:
@@ -127,13 +135,19 @@ class Fetcher:
 
   def _read_filesystem(self, path: str) -> bytes:
     try:
-      FileSystems.get_filesystem(path)
+      fs = FileSystems.get_filesystem(path)
     except ValueError as e:
       raise FetchError(rec.UNSUPPORTED, f'unsupported scheme in {path!r}') from e
     try:
-      with FileSystems.open(
-          path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        data = f.read(self._config.max_bytes + 1)
+      if hasattr(fs, 'read_object'):
+        # One request per image where the file system offers it (OSS).
+        data = fs.read_object(path, self._config.max_bytes)
+      else:
+        with FileSystems.open(
+            path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+          data = f.read(self._config.max_bytes + 1)
+    except ossio.TooLarge as e:
+      raise FetchError(rec.TOO_LARGE, str(e)) from e
     except Exception as e:  # pylint: disable=broad-except
       raise _classify_filesystem(e, path) from e
     if len(data) > self._config.max_bytes:

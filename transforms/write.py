@@ -41,6 +41,11 @@ class OutputPaths:
 
 def concatenate(shards: Sequence[str], target: str, run_id: str) -> int:
   """Concatenates shards (in name order) into target atomically; bytes written."""
+  fs = FileSystems.get_filesystem(target)
+  if shards and hasattr(fs, 'concatenate') and fs.concatenate(shards, target):
+    # Composed server-side; a multipart completion is itself atomic.
+    return sum(FileSystems.match([s])[0].metadata_list[0].size_in_bytes
+               for s in shards)
   staging = f'{target}.tmp-{run_id}'
   written = 0
   with FileSystems.create(

@@ -53,6 +53,9 @@ def _require(value, name):
 
 
 def plan(options: EvPredictOptions) -> JobPlan:
+  # The launcher reads the model and file list before a Pipeline exists (and
+  # sets them): file systems must see this job's options (OSS endpoint).
+  FileSystems.set_options(options)
   o = options.view_as(EvPredictOptions)
   if o.model_type not in SUPPORTED_MODEL_TYPES:
     raise UsageError(f'-Dmodel_type={o.model_type} is not supported; '

@@ -116,3 +116,35 @@ def http_server(tmp_path_factory):
   server.base = f'http://127.0.0.1:{server.server_address[1]}'
   yield server
   server.shutdown()
+
+
+OSS_ID, OSS_SECRET = 'LTAI-test-id', 'Sec-9f8e7d6c5b4a-never-print-me'
+
+
+@pytest.fixture(scope='session')
+def oss_server():
+  from tests.oss_server import OssServer
+  with OssServer(credentials={OSS_ID: OSS_SECRET},
+                 buckets=('data', 'models', 'out')) as server:
+    yield server
+
+
+@pytest.fixture
+def oss_env(oss_server, monkeypatch, tmp_path):
+  """Credentials in the environment (as on a worker), a private model cache,
+  the server's endpoint, and no faults left over."""
+  monkeypatch.setenv('OSS_ACCESS_KEY_ID', OSS_ID)
+  monkeypatch.setenv('OSS_ACCESS_KEY_SECRET', OSS_SECRET)
+  monkeypatch.delenv('OSS_SESSION_TOKEN', raising=False)
+  monkeypatch.setenv('OSS_CONFIG_FILE', str(tmp_path / 'no-ossutilconfig'))
+  monkeypatch.setenv('EV_PREDICT_CACHE', str(tmp_path / 'model-cache'))
+  from transforms import ossio
+  ossio._clients.clear()  # pylint: disable=protected-access
+  from apache_beam.io.filesystems import FileSystems
+  from apache_beam.options.pipeline_options import PipelineOptions
+  FileSystems.set_options(PipelineOptions([f'--ossHost={oss_server.endpoint}']))
+  oss_server.reset_faults()
+  oss_server.requests.clear()
+  yield oss_server
+  oss_server.reset_faults()
+  FileSystems.set_options(PipelineOptions([]))

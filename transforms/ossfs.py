@@ -167,7 +167,8 @@ class OssFileSystem(FileSystem):
 
   def read_object(self, path, max_bytes):
     """A whole object in one request (raises ossio.TooLarge over the cap)."""
-    return self._io.read(path, max_bytes)
+    # No retries here: the fetch stage retries with its own policy.
+    return self._io.read(path, max_bytes, retry=False)
 
   def concatenate(self, sources, destination) -> bool:
     """Server-side concatenation when OSS allows it (parts >= 100 KiB);

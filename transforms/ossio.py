@@ -18,6 +18,7 @@ import time
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import oss2
+import requests
 from apache_beam.io.filesystemio import Downloader, Uploader
 
 _LOG = logging.getLogger(__name__)
@@ -178,8 +179,11 @@ def _session():
 
 
 def is_transient(e: BaseException) -> bool:
-  if isinstance(e, oss2.exceptions.RequestError):
-    return True      # connection reset, timeout, DNS: oss2 status -2
+  if isinstance(e, (oss2.exceptions.RequestError,
+                    requests.exceptions.RequestException)):
+    # Connection reset, timeout, a body cut short mid-read (requests raises
+    # ChunkedEncodingError from .read(), outside oss2's own error types).
+    return True
   status = getattr(e, 'status', None)
   return isinstance(e, oss2.exceptions.OssError) and status is not None and (
       status >= 500 or status in (408, 429))
@@ -205,6 +209,13 @@ def to_io_error(e: BaseException, path: str) -> BaseException:
   if getattr(e, 'status', 0) == 403:
     code = getattr(e, 'code', '') or 'AccessDenied'
     return PermissionError(errno.EACCES, f'{code}: {path}')
+  cause = getattr(e, 'exception', e)
+  if isinstance(cause, (requests.exceptions.Timeout, TimeoutError)):
+    return TimeoutError(errno.ETIMEDOUT, f'timed out: {path}')
+  if isinstance(e, oss2.exceptions.RequestError) or isinstance(
+      e, requests.exceptions.RequestException):
+    return ConnectionError(errno.ECONNRESET,
+                           f'{type(cause).__name__}: {path}')
   if isinstance(e, oss2.exceptions.OssError):
     return OSError(errno.EIO, f'OSS {e.status} {e.code or ""}: {path}'.strip())
   return e
@@ -267,9 +278,11 @@ class OssIO:
     except oss2.exceptions.OssError as e:
       raise to_io_error(e, path) from e
 
-  def read(self, path: str, max_bytes: Optional[int] = None) -> bytes:
+  def read(self, path: str, max_bytes: Optional[int] = None,
+           retry: bool = True) -> bytes:
     """The whole object in one GET (images); an object over max_bytes is
-    refused from its Content-Length, a body cut short is retried."""
+    refused from its Content-Length, a body cut short is an error (retried
+    here unless the caller has its own retry policy)."""
     bucket, key = parse_path(path)
 
     def fetch():
@@ -287,8 +300,9 @@ class OssIO:
       return data
 
     try:
-      return with_retries(fetch)
-    except oss2.exceptions.OssError as e:
+      return with_retries(fetch) if retry else fetch()
+    except (oss2.exceptions.OssError,
+            requests.exceptions.RequestException) as e:
       raise to_io_error(e, path) from e
 
   def delete(self, path: str) -> None:
@@ -351,11 +365,10 @@ class OssIO:
     try:
       for src, size in zip(sources, sizes):
         src_bucket, src_key = parse_path(src)
-        for start in range(0, max(size, 1), PART_SIZE):
-          end = min(size, start + PART_SIZE) - 1
+        for start, end in _even_ranges(size, PART_SIZE):
           number = len(parts) + 1
           result = with_retries(
-              client.upload_part_copy, src_bucket, src_key, (start, end),
+              client.upload_part_copy, src_bucket, src_key, (start, end - 1),
               dest_key, upload_id, number)
           parts.append(oss2.models.PartInfo(number, result.etag))
       with_retries(client.complete_multipart_upload, dest_key, upload_id,
@@ -372,6 +385,15 @@ class OssIO:
     """UploadPartCopy needs every part but the last to be >= 100 KiB."""
     return bool(sizes) and all(s >= MIN_COPY_PART for s in sizes[:-1]) and \
         sizes[-1] > 0
+
+
+def _even_ranges(size: int, part_size: int) -> List[Tuple[int, int]]:
+  """[start, end) ranges of about equal size, none above part_size: equal
+  parts keep every part of a source far above OSS's 100 KiB minimum, where
+  fixed-size cuts could leave a tiny remainder in the middle of the upload."""
+  count = max(1, -(-size // part_size))
+  bounds = [size * i // count for i in range(count + 1)]
+  return list(zip(bounds[:-1], bounds[1:]))
 
 
 class OssDownloader(Downloader):

@@ -14,6 +14,7 @@ setuptools.setup(
         'pillow>=10',
         'numpy',
         'oss2>=2.18',
+        'alibabacloud-credentials>=1.0',
         'urllib3>=2',
     ],
     extras_require={

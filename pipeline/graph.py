@@ -130,7 +130,10 @@ def plan(options: EvPredictOptions) -> JobPlan:
       paths=OutputPaths.for_run(output_path, o.error_oss_file, run_id),
       fetch=FetchConfig(read_timeout=o.fetch_timeout, retries=o.fetch_retries,
                         max_bytes=o.max_image_bytes,
-                        pool_size=o.fetch_threads, allowed_prefixes=allow),
+                        pool_size=o.fetch_threads, allowed_prefixes=allow,
+                        block_private_networks=parse_bool(
+                            o.block_private_networks,
+                            'block_private_networks')),
       decode=DecodeConfig(size=spec.image_size if spec.width else (0, 0),
                           max_pixels=o.max_image_pixels,
                           draft=parse_bool(o.jpeg_draft, 'jpeg_draft')),

@@ -55,6 +55,8 @@ PARAMETERS: Dict[str, Tuple[type, object, str]] = {
     'max_image_pixels': (int, 89_478_485, 'Larger images become too_large.'),
     'decode_threads': (int, None, 'Decode threads per worker (default: its '
                        'cores).'),
+    'block_private_networks': (str, 'false', 'Refuse http(s) images on '
+                               'loopback/private addresses (untrusted lists).'),
     'jpeg_draft': (str, 'true', 'Decode JPEGs at reduced scale when larger '
                    'than the model input.'),
 }

@@ -69,6 +69,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       self.send_header('Location', '/redirect-loop')
       self.end_headers()
       return None
+    if path.startswith('/redirect-file'):
+      self.send_response(302)
+      self.send_header('Location', 'file:///etc/passwd')
+      self.end_headers()
+      return None
     if path.startswith('/redirect/'):
       self.send_response(302)
       self.send_header('Location', path[len('/redirect'):])

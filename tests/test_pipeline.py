@@ -191,3 +191,25 @@ def test_timeouts_and_size_caps(tmp_path, model_dirs, http_server):
   assert summary['failed_by_kind'] == {'timeout': 1, 'too_large': 3}
   assert http_server.hits['/slow/3/small.png'] == 2   # one retry
   assert os.path.getsize(small) < os.path.getsize(big)
+
+
+def test_redirects_and_private_networks(tmp_path, model_dirs, http_server):
+  model = model_dirs['uint8']
+  write_image(f'{http_server.root}/r.png', 80)
+  base = http_server.base
+  lines = [f'{base}/redirect/r.png', f'{base}/redirect-file',
+           f'{base}/redirect-loop']
+  results, errors, _ = run_job(tmp_path, lines, model, name='redir')
+  kinds = {split_output_line(l)[0].decode(): split_output_line(l)[1]['error']
+           for l in errors}
+  assert len(results) == 1
+  assert split_output_line(results[0])[0].decode() == lines[0]
+  assert kinds == {lines[1]: 'forbidden', lines[2]: 'fetch'}
+  # For untrusted lists: loopback is refused before any request is sent.
+  before = http_server.hits.get('/r.png', 0)
+  results, errors, _ = run_job(tmp_path, [f'{base}/r.png'], model,
+                               name='private', block_private_networks='true')
+  assert not results
+  body = split_output_line(errors[0])[1]
+  assert body['error'] == 'forbidden' and 'non-public' in body['message']
+  assert http_server.hits.get('/r.png', 0) == before

@@ -2,6 +2,7 @@
 any scheme registered with Beam's FileSystems (oss:// arrives as a plugin)."""
 import dataclasses
 import errno
+import ipaddress
 import os
 import random
 import socket
@@ -30,6 +31,9 @@ class FetchConfig:
   # oss:// locations this job may read (empty: any); others are refused
   # without a request.
   allowed_prefixes: Tuple[str, ...] = ()
+  # For untrusted file lists: refuse URLs whose host resolves to a loopback,
+  # private, link-local or otherwise non-public address (SSRF).
+  block_private_networks: bool = False
 
 
 class FetchError(Exception):
@@ -52,11 +56,8 @@ class Fetcher:
         maxsize=config.pool_size, block=False,
         timeout=urllib3.Timeout(
             connect=config.connect_timeout, read=config.read_timeout),
-        # Retries are ours (with backoff, per kind); urllib3 only follows
-        # redirects, and only to http(s).
-        retries=urllib3.Retry(
-            total=None, connect=0, read=0, status=0, other=0,
-            redirect=config.max_redirects, raise_on_redirect=True))
+        # Retries and redirects are ours (per kind, with backoff).
+        retries=False)
 
   def __call__(self, record: Record) -> Record:
     if not record.ok or record.data is not None or record.source is None:
@@ -88,13 +89,43 @@ class Fetcher:
     return self._read_filesystem(source)
 
   def _read_http(self, url: str) -> bytes:
-    try:
-      response = self._http.request(
-          'GET', url, preload_content=False, decode_content=True)
-    except urllib3.exceptions.MaxRetryError as e:
-      raise _classify_urllib3(e.reason or e) from e
-    except (urllib3.exceptions.HTTPError, OSError) as e:
-      raise _classify_urllib3(e) from e
+    # Redirects are followed here, not by urllib3, so that every hop is
+    # checked: http(s) only, and no private addresses when so configured.
+    for _ in range(self._config.max_redirects + 1):
+      self._check_url(url)
+      try:
+        response = self._http.request(
+            'GET', url, preload_content=False, decode_content=True,
+            redirect=False)
+      except (urllib3.exceptions.HTTPError, OSError) as e:
+        raise _classify_urllib3(e) from e
+      try:
+        if response.status in (301, 302, 303, 307, 308):
+          location = response.headers.get('Location')
+          if not location:
+            raise FetchError(rec.FETCH, f'HTTP {response.status} without '
+                             f'Location for {url}')
+          url = urllib.parse.urljoin(url, location)
+          continue
+        return self._read_body(response, url)
+      finally:
+        response.release_conn()
+    raise FetchError(rec.FETCH, f'too many redirects (more than '
+                     f'{self._config.max_redirects})')
+
+  def _check_url(self, url: str) -> None:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in ('http', 'https'):
+      raise FetchError(rec.FORBIDDEN,
+                       f'redirect to a {parts.scheme or "relative"} URL '
+                       'refused')
+    if not parts.hostname:
+      raise FetchError(rec.BAD_LINE, f'invalid URL: {url}')
+    if self._config.block_private_networks:
+      _refuse_private(parts.hostname, parts.port or (
+          443 if parts.scheme.lower() == 'https' else 80))
+
+  def _read_body(self, response, url: str) -> bytes:
     try:
       status = response.status
       if status >= 400:
@@ -104,15 +135,12 @@ class Fetcher:
         raise FetchError(
             rec.TOO_LARGE,
             f'{length} bytes exceeds the {self._config.max_bytes}-byte cap')
-      body = _read_capped(response, self._config.max_bytes)
-      return body
+      return _read_capped(response, self._config.max_bytes)
     except urllib3.exceptions.HTTPError as e:
       # Includes a body shorter than its Content-Length: never a decode input.
       raise _classify_urllib3(e) from e
     except OSError as e:
       raise FetchError(rec.FETCH, f'{type(e).__name__}: {e}', True) from e
-    finally:
-      response.release_conn()
 
   def _read_local(self, path: str) -> bytes:
     try:
@@ -156,6 +184,18 @@ class Fetcher:
     return data
 
 
+def _refuse_private(host: str, port: int) -> None:
+  try:
+    infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+  except socket.gaierror as e:
+    raise FetchError(rec.FETCH, f'cannot resolve host {host}') from e
+  for info in infos:
+    address = ipaddress.ip_address(info[4][0].split('%')[0])
+    if not address.is_global or address.is_multicast:
+      raise FetchError(rec.FORBIDDEN,
+                       f'{host} resolves to a non-public address {address}')
+
+
 def _file_url_to_path(url: str) -> str:
   parts = urllib.parse.urlsplit(url)
   if parts.netloc not in ('', 'localhost'):
@@ -187,8 +227,6 @@ def _classify_urllib3(e: BaseException) -> FetchError:
   exc = urllib3.exceptions
   if isinstance(e, FetchError):
     return e
-  if isinstance(e, exc.ResponseError) and 'redirect' in str(e):
-    return FetchError(rec.FETCH, 'too many redirects')
   if isinstance(e, (exc.TimeoutError, socket.timeout, TimeoutError)):
     return FetchError(rec.TIMEOUT, f'timed out: {_short(e)}', True)
   if isinstance(e, exc.LocationValueError):

@@ -15,6 +15,7 @@ setuptools.setup(
         'numpy',
         'oss2>=2.18',
         'alibabacloud-credentials>=1.0',
+        'openvino>=2025.0',
         'urllib3>=2',
     ],
     extras_require={

@@ -106,7 +106,8 @@ def print_summary(summary: dict, stream=sys.stderr) -> None:
       f'{summary["succeeded"]} succeeded, {summary["failed"]} failed'
       f'{" (" + kinds + ")" if kinds else ""}; '
       f'{summary["images_per_second"]} images/s, '
-      f'{summary["wall_seconds"]} s wall\n'
+      f'{summary["wall_seconds"]} s wall; backend '
+      f'{", ".join(summary.get("backends") or {}) or "none"}\n'
       f'ev-predict: results {summary["result_file"]}, '
       f'errors {summary["error_file"]}\n')
 

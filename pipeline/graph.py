@@ -13,7 +13,7 @@ from apache_beam.transforms import combiners
 
 from pipeline.options import (EvPredictOptions, UsageError, parse_bool,
                               parse_floats, parse_size)
-from transforms import inference, modelcache, ossio, read
+from transforms import backends, inference, modelcache, ossio, read
 from transforms.ossfs import OssOptions
 from transforms import record as rec
 from transforms.decode import DecodeConfig, prepare_record
@@ -44,6 +44,8 @@ class JobPlan:
   fetch_threads: int
   decode_threads: int
   max_error_ratio: float
+  backend: str
+  precision: str
 
 
 def _require(value, name):
@@ -94,6 +96,11 @@ def plan(options: EvPredictOptions) -> JobPlan:
     if path:
       _check_writable(path)
 
+  if o.backend not in backends.BACKENDS:
+    raise UsageError(f'-Dbackend must be one of {", ".join(backends.BACKENDS)}')
+  if o.precision not in backends.PRECISIONS:
+    raise UsageError(
+        f'-Dprecision must be one of {", ".join(backends.PRECISIONS)}')
   if o.pixel_scale not in inference.PIXEL_SCALES:
     raise UsageError(f'-Dpixel_scale must be one of '
                      f'{", ".join(inference.PIXEL_SCALES)}')
@@ -111,6 +118,10 @@ def plan(options: EvPredictOptions) -> JobPlan:
                                    spec.num_classes)
   except inference.ModelError as e:
     raise UsageError(str(e)) from e
+
+  if o.backend == backends.OPENVINO and spec.encoded_input:
+    raise UsageError('-Dbackend=openvino cannot run a model that takes '
+                     'encoded image bytes; use auto or tensorflow')
 
   cores = os.cpu_count() or 1
   workers = o.num_worker
@@ -142,6 +153,8 @@ def plan(options: EvPredictOptions) -> JobPlan:
       fetch_threads=o.fetch_threads,
       decode_threads=o.decode_threads or per_worker,
       max_error_ratio=o.max_error_ratio,
+      backend=o.backend,
+      precision=o.precision,
   )
 
 
@@ -219,7 +232,8 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
   handler = inference.SavedModelHandler(
       job.model_path, job.spec, job.scaling, job.batch_size,
       intra_op_threads=job.cores_per_worker if job.workers > 1 else None,
-      local_model_path=modelcache.local_model_dir)
+      local_model_path=modelcache.local_model_dir, backend=job.backend,
+      precision=job.precision)
   classified, dead = ready | 'Classify' >> RunInferenceWithErrors(handler)
   lost = dead | 'InferenceErrors' >> beam.FlatMap(_inference_failures)
   return ((classified, failed, lost)
@@ -233,6 +247,7 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
                   'model_input': job.spec.input_kind,
                   'batch_size': job.batch_size,
                   'workers': job.workers,
+                  'backend_requested': job.backend,
               }))
 
 

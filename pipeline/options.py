@@ -40,6 +40,10 @@ PARAMETERS: Dict[str, Tuple[type, object, str]] = {
     'error_oss_file': (str, None, 'Error file (default <output>.errors).'),
     'max_error_ratio': (float, 0.05, 'Exit non-zero when more than this '
                         'fraction of lines fail.'),
+    'backend': (str, 'auto', 'Inference backend: auto, tensorflow or '
+                'openvino.'),
+    'precision': (str, 'f32', 'OpenVINO precision: f32, or bf16 where it '
+                  'is measured to agree.'),
     'output_key': (str, None, 'Signature output with the class scores.'),
     'image_size': (str, None, 'WIDTHxHEIGHT, for models whose input size '
                    'is not fixed.'),

@@ -20,6 +20,7 @@ def model_dirs(tmp_path_factory):
                                        labels=models.LABELS),
       'float': models.save_float_logits_model(str(root / 'float')),
       'string': models.save_string_model(str(root / 'string')),
+      'keras': models.save_keras_model(str(root / 'keras')),
   }
 
 

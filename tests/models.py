@@ -88,3 +88,16 @@ def direct_call(path: str, batch) -> np.ndarray:
   out = fn(**{name: tf.constant(batch)})
   key = 'probabilities' if 'probabilities' in out else list(out)[0]
   return out[key].numpy()
+
+
+def save_keras_model(path: str, num_classes: int = 4) -> str:
+  """A Keras 3 model exported with model.export(): uint8 input, softmax."""
+  import keras  # pylint: disable=import-outside-toplevel
+  keras.utils.set_random_seed(3)
+  inputs = keras.Input(shape=(SIZE, SIZE, 3), dtype='uint8', name='images')
+  x = keras.layers.Rescaling(1 / 255.0)(keras.ops.cast(inputs, 'float32'))
+  x = keras.layers.Conv2D(4, 3, activation='relu')(x)
+  x = keras.layers.Flatten()(x)
+  outputs = keras.layers.Dense(num_classes, activation='softmax')(x)
+  keras.Model(inputs, outputs).export(path, verbose=False)
+  return path

@@ -15,6 +15,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler
 
+from transforms import backends
 from transforms import record as rec
 from transforms.record import Record
 
@@ -205,21 +206,56 @@ def to_probabilities(scores: np.ndarray) -> np.ndarray:
 
 
 class LoadedModel:
-  """A loaded SavedModel's serving function, callable on a numpy batch."""
+  """The model behind one backend, callable on a numpy batch.
 
-  def __init__(self, model_path: str, spec: ModelSpec):
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    self._tf = tf
+  With backend 'auto' both TensorFlow and OpenVINO are loaded; the first
+  batch runs on both and decides (see transforms.backends), then the loser
+  is dropped."""
+
+  def __init__(self, model_path: str, spec: ModelSpec, backend: str = 'auto',
+               precision: str = 'f32', threads: Optional[int] = None):
     self._spec = spec
-    self._module = tf.saved_model.load(model_path)
-    self._fn = self._module.signatures[spec.signature_name]
+    self._precision = precision
+    self._candidate = None
+    self._reference = None
+    if backend in (backends.OPENVINO, backends.AUTO) and not \
+        spec.encoded_input:
+      try:
+        self._candidate = backends.OpenVinoBackend(model_path, spec,
+                                                   precision, threads)
+      except Exception as e:  # pylint: disable=broad-except
+        if backend == backends.OPENVINO:
+          raise
+        _LOG.warning('OpenVINO cannot run this model (%s: %s); using '
+                     'TensorFlow', type(e).__name__, str(e)[:200])
+    if backend != backends.OPENVINO:
+      self._reference = backends.TensorFlowBackend(model_path, spec)
+    self._decided = self._candidate is None or self._reference is None
+    self.backend = (self._candidate or self._reference).name \
+        if self._decided else None
 
   def scores(self, batch: np.ndarray) -> np.ndarray:
     """Raw output rows for a batch of model inputs (already scaled)."""
-    dtype = self._tf.string if self._spec.encoded_input else None
-    tensor = self._tf.constant(batch, dtype=dtype)
-    out = self._fn(**{self._spec.input_name: tensor})[self._spec.output_key]
-    return np.asarray(out.numpy(), dtype=np.float32).reshape(len(batch), -1)
+    if self._decided:
+      return (self._candidate or self._reference).scores(batch)
+    reference = self._reference.scores(batch)
+    try:
+      stats = backends.agreement(to_probabilities(reference),
+                                 to_probabilities(
+                                     self._candidate.scores(batch)))
+    except Exception as e:  # pylint: disable=broad-except
+      stats = {'error': f'{type(e).__name__}: {e}'}
+    if 'error' not in stats and backends.passes(stats, self._precision):
+      self._reference = None
+    else:
+      _LOG.warning('OpenVINO disagrees with TensorFlow on the first batch '
+                   '(%s); using TensorFlow', stats)
+      self._candidate = None
+    self._decided = True
+    self.backend = (self._candidate or self._reference).name
+    _LOG.info('backend: %s (%s)', self.backend, stats)
+    # This batch's answer comes from the chosen backend, like every other.
+    return self.scores(batch) if self._candidate else reference
 
   def predict(self, batch: np.ndarray) -> np.ndarray:
     return to_probabilities(self.scores(batch))
@@ -237,8 +273,11 @@ class SavedModelHandler(ModelHandler[Record, Record, LoadedModel]):
   def __init__(self, model_path: str, spec: ModelSpec,
                scaling: PixelScaling = PixelScaling(), batch_size: int = 32,
                intra_op_threads: Optional[int] = None,
-               local_model_path: Any = None):
+               local_model_path: Any = None, backend: str = 'auto',
+               precision: str = 'f32'):
     super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
+    self._backend = backend
+    self._precision = precision
     self._model_path = model_path
     self._spec = spec
     self._scaling = scaling
@@ -258,7 +297,8 @@ class SavedModelHandler(ModelHandler[Record, Record, LoadedModel]):
         pass  # TF already initialised in this process: keep its settings
     path = self._local_model_path(self._model_path) \
         if self._local_model_path else self._model_path
-    return LoadedModel(path, self._spec)
+    return LoadedModel(path, self._spec, self._backend, self._precision,
+                       self._threads)
 
   def model_input(self, tensors: Sequence[Any]) -> np.ndarray:
     """Stacks record tensors into one padded batch the signature accepts."""
@@ -278,7 +318,8 @@ class SavedModelHandler(ModelHandler[Record, Record, LoadedModel]):
     batch = list(batch)
     try:
       probs = model.predict(self.model_input([r.tensor for r in batch]))
-      return [r.but(tensor=None, probs=p) for r, p in zip(batch, probs)]
+      return [r.but(tensor=None, probs=p, backend=model.backend)
+              for r, p in zip(batch, probs)]
     except Exception as e:  # pylint: disable=broad-except
       if len(batch) == 1:
         return [batch[0].fail(rec.INFERENCE, f'{type(e).__name__}: {e}')]

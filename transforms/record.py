@@ -35,6 +35,8 @@ class Record:
   tensor: Any = None
   # Probabilities over classes (float32 vector) once inferred.
   probs: Any = None
+  # Which inference backend produced probs (for the summary).
+  backend: Optional[str] = None
   error: Optional[str] = None
   message: Optional[str] = None
 

@@ -155,6 +155,12 @@ class WriteOutputs(beam.PTransform):
               | 'Outcomes' >> beam.Keys()
               | 'CountOutcomes' >> beam.combiners.Count.PerElement()
               | 'OutcomeTable' >> beam.combiners.ToDict())
+    # Which backend classified how many images ('auto' decides per worker).
+    backends = (records
+                | 'Backends' >> beam.FlatMap(
+                    lambda r: [r.backend] if r.ok and r.backend else [])
+                | 'CountBackends' >> beam.combiners.Count.PerElement()
+                | 'BackendTable' >> beam.combiners.ToDict())
     return (
         records.pipeline
         | 'FinalizeTrigger' >> beam.Create([None])
@@ -163,17 +169,20 @@ class WriteOutputs(beam.PTransform):
             beam.pvalue.AsList(result_shards),
             beam.pvalue.AsList(error_shards),
             beam.pvalue.AsSingleton(counts),
-            beam.pvalue.AsSingleton(self._lines_read)))
+            beam.pvalue.AsSingleton(self._lines_read),
+            beam.pvalue.AsSingleton(backends)))
 
 
 def _finalize(_, paths: OutputPaths, run_id: str, started_at: float,
               extra: dict, result_shards: List[str], error_shards: List[str],
-              counts: Dict[str, int], lines_read: int) -> dict:
+              counts: Dict[str, int], lines_read: int,
+              backends: Dict[str, int]) -> dict:
   concatenate(result_shards, paths.result, run_id)
   concatenate(error_shards, paths.errors, run_id)
   summary = summarize(counts, lines_read, started_at, time.time())
   summary.update(extra)
-  summary.update(result_file=paths.result, error_file=paths.errors)
+  summary.update(result_file=paths.result, error_file=paths.errors,
+                 backends=backends)
   if not summary['accounting_ok']:
     _LOG.error('ev-predict: %d input lines but %d records written',
                lines_read, summary['records'])

@@ -3,7 +3,10 @@
 #   make demo      train the demo digit classifier, run ev-predict on the
 #                  bundled sample images, check the result
 #   make test      run the test suite
-#   make clean     remove build/
+#   make test-flink  the same job on a local Flink cluster and on DirectRunner
+#                  (scripts/flink-cluster.sh; first run downloads Flink and
+#                  Beam's Flink runner into build/flink/)
+#   make clean     stop a local Flink cluster, remove build/
 
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +18,7 @@ DEMO_RESULT := build/demo/result.txt
 DEMO_FILELIST := examples/data/filelist.txt
 
 .DEFAULT_GOAL := install
-.PHONY: install .venv demo test clean samples
+.PHONY: install .venv demo test test-flink clean samples
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,5 +45,9 @@ samples: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
+test-flink: $(STAMP)
+	EV_PREDICT_FLINK=1 $(BIN)/python -m pytest -q tests/test_flink.py
+
 clean:
+	-scripts/flink-cluster.sh stop
 	rm -rf build/

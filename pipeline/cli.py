@@ -23,6 +23,7 @@ _quiet_runtime_logs(sys.argv[1:])
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (DirectOptions,
+                                                  FlinkRunnerOptions,
                                                   PipelineOptions,
                                                   WorkerOptions,
                                                   StandardOptions)
@@ -33,6 +34,8 @@ from pipeline.options import (EvPredictOptions, UsageError, check_beam_flags,
 
 _LOG = logging.getLogger('ev_predict')
 _DIRECT = (None, 'DirectRunner', 'directrunner')
+# Runners that take --parallelism (FlinkRunnerOptions): -Dnum_worker sets it.
+_PARALLEL = ('flinkrunner', 'portablerunner')
 
 
 def make_options(argv: List[str]) -> PipelineOptions:
@@ -42,14 +45,21 @@ def make_options(argv: List[str]) -> PipelineOptions:
   plugin = '--beam_plugins=transforms.ossfs.OssFileSystem'
   options = PipelineOptions(to_flags(params) + beam_args + [plugin])
   o = options.view_as(EvPredictOptions)
-  if options.view_as(StandardOptions).runner in _DIRECT and o.num_worker > 1:
+  runner = options.view_as(StandardOptions).runner
+  if runner in _DIRECT and o.num_worker > 1:
     direct = options.view_as(DirectOptions)
     direct.direct_num_workers = o.num_worker
     direct.direct_running_mode = 'multi_processing'
+  elif runner and runner.rsplit('.', 1)[-1].lower() in _PARALLEL:
+    flink = options.view_as(FlinkRunnerOptions)
+    if flink.parallelism < 1:  # an explicit --parallelism wins
+      flink.parallelism = o.num_worker
   harness = options.view_as(WorkerOptions)
   if not harness.default_sdk_harness_log_level:
-    # Worker processes otherwise log every gRPC channel at INFO.
-    harness.default_sdk_harness_log_level = 'WARNING'
+    # Worker processes otherwise log every gRPC channel at INFO. 'WARN', not
+    # 'WARNING': Beam's Java runners (Flink) parse this option as their
+    # LogLevel enum, which has no WARNING; Python reads either.
+    harness.default_sdk_harness_log_level = 'WARN'
   return options
 
 

@@ -274,3 +274,19 @@ def _graph_blobs(proto):
       continue
     blobs.append(cloudpickle.dumps(obj))
   return blobs
+
+
+def test_reuploaded_model_is_fetched_again(tmp_path, oss_env):
+  from transforms import modelcache
+  server = oss_env
+  m1 = models.save_uint8_model(str(tmp_path / 'm1'))
+  upload_tree(server, 'models', 'swap', m1)
+  first = modelcache.local_model_dir('oss://models/swap')
+  assert modelcache.local_model_dir('oss://models/swap') == first
+  m2 = models.save_uint8_model(str(tmp_path / 'm2'), num_classes=3)
+  upload_tree(server, 'models', 'swap', m2)
+  second = modelcache.local_model_dir('oss://models/swap')
+  assert second != first
+  with open(os.path.join(second, 'saved_model.pb'), 'rb') as f:
+    assert f.read() == server.get('models', 'swap/saved_model.pb')
+  assert not [n for n in os.listdir(modelcache.cache_root()) if '.tmp-' in n]

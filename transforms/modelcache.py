@@ -2,7 +2,7 @@
 private local cache, since tf.saved_model.load reads only local paths.
 
 The cache key covers the path and every file's relative name, size and
-modification time, so a re-uploaded model is fetched again. A file lock makes
+checksum (the ETag on OSS), so a re-uploaded model is fetched again. A file lock makes
 concurrent worker processes download it once; the copy is staged and renamed
 into place, so a crashed download is never mistaken for a model.
 """
@@ -37,7 +37,7 @@ def local_model_dir(path: str) -> str:
     return path[len('file://'):] if path.startswith('file://') else path
   base = path.rstrip('/') + '/'
   files = sorted(
-      (m.path[len(base):], m.size_in_bytes, m.last_updated_in_seconds)
+      (m.path[len(base):], m.size_in_bytes, FileSystems.checksum(m.path))
       for m in FileSystems.match([base + '**'])[0].metadata_list
       if m.path.startswith(base) and not m.path.endswith('/'))
   if not any(rel == 'saved_model.pb' for rel, _, _ in files):

@@ -16,8 +16,10 @@ def _quiet_runtime_logs(argv: List[str]) -> None:
     os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
 
 
-# Before TensorFlow or Beam is imported anywhere.
-_quiet_runtime_logs(sys.argv[1:])
+# Before TensorFlow or Beam is imported anywhere. (`submit` does this for the
+# command line it resolves from a template.)
+if sys.argv[1:2] != ['submit']:
+  _quiet_runtime_logs(sys.argv[1:])
 
 
 import apache_beam as beam
@@ -124,6 +126,9 @@ def print_summary(summary: dict, stream=sys.stderr) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
+  if argv and argv[0] == 'submit':  # a job from a template: pipeline/submit.py
+    from pipeline import submit  # pylint: disable=import-outside-toplevel
+    return submit.main(argv[1:])
   if not argv or argv[0] in ('-h', '--help', 'help'):
     _print_help()
     return 0 if argv else 2
@@ -157,7 +162,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _print_help() -> None:
   from pipeline.options import PARAMETERS  # pylint: disable=import-outside-toplevel
   lines = ['usage: ev-predict -Dkey=value ... [--beam_flag=value ...]',
-           '       ev-predict pai -name ev_predict_ext -Dkey=value ...', '',
+           '       ev-predict pai -name ev_predict_ext -Dkey=value ...',
+           '       ev-predict submit --template FILE -Dkey=value ... '
+           '[--set NAME=value] [--dry-run]', '',
            'parameters:']
   for name, (_, default, text) in PARAMETERS.items():
     extra = f' [default: {default}]' if default not in (None, '') else ''

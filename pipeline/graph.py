@@ -5,14 +5,16 @@ import functools
 import os
 import time
 import uuid
-from typing import List, Optional
+from typing import List, Mapping, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import combiners
 
-from pipeline.options import (EvPredictOptions, UsageError, parse_bool,
-                              parse_floats, parse_size)
+from pipeline.options import (OSS_PARAMETERS, PARAMETERS, EvPredictOptions,
+                              UsageError,
+                              parse_bool, parse_floats, parse_size,
+                              type_error)
 from transforms import backends, inference, modelcache, ossio, read
 from transforms.ossfs import OssOptions
 from transforms import record as rec
@@ -22,6 +24,7 @@ from transforms.parallel import ThreadedMap
 from transforms.write import OutputPaths, WriteOutputs
 
 SUPPORTED_MODEL_TYPES = ('classifier',)
+REQUIRED = ('model_path', 'input_oss_file', 'output_oss_file')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,10 +51,96 @@ class JobPlan:
   precision: str
 
 
-def _require(value, name):
-  if value in (None, ''):
-    raise UsageError(f'-D{name} is required')
-  return value
+def _given(o: EvPredictOptions, oss: OssOptions):
+  """The job's parameters as strings, as a user would have written them."""
+  params = {}
+  for name in PARAMETERS:
+    value = getattr(oss if name in OSS_PARAMETERS else o, name)
+    if value is not None:
+      params[name] = str(value)
+  return params
+
+
+def check_parameters(params: Mapping[str, str]) -> List[str]:
+  """Every check of a job's parameters that needs no file, model or
+  network: required, types, choices, ranges, -Dbuckets. One message per
+  problem. plan() and `ev-predict submit` both use it."""
+  errors = [f'-D{name} is required' for name in REQUIRED
+            if not params.get(name)]
+  typed = {}
+  for name, value in params.items():
+    problem = type_error(name, value)
+    if problem:
+      errors.append(problem)
+    else:
+      typed[name] = PARAMETERS[name][0](value)
+
+  def choice(name, allowed):
+    value = params.get(name)
+    if value is not None and value not in allowed:
+      errors.append(f'-D{name} must be one of {", ".join(allowed)}, '
+                    f'not {value!r}')
+
+  if params.get('model_type', 'classifier') not in SUPPORTED_MODEL_TYPES:
+    errors.append(f'-Dmodel_type={params["model_type"]} is not supported; '
+                  f'supported: {", ".join(SUPPORTED_MODEL_TYPES)}')
+  choice('image_type', read.IMAGE_TYPES)
+  choice('backend', backends.BACKENDS)
+  choice('precision', backends.PRECISIONS)
+  choice('pixel_scale', inference.PIXEL_SCALES)
+
+  def at_least(name, low, text):
+    if name in typed and typed[name] < low:
+      errors.append(f'-D{name} {text}, not {params[name]!r}')
+
+  for name in ('num_worker', 'batch_size', 'fetch_threads', 'max_image_bytes',
+               'max_image_pixels', 'cpuRequired'):
+    at_least(name, 1, 'must be at least 1')
+  at_least('fetch_retries', 0, 'must be >= 0')
+  if typed.get('fetch_timeout', 1) <= 0:
+    errors.append(f'-Dfetch_timeout must be > 0, not '
+                  f'{params["fetch_timeout"]!r}')
+  if not 0 <= typed.get('max_error_ratio', 0) <= 1:
+    errors.append(f'-Dmax_error_ratio must be between 0 and 1, not '
+                  f'{params["max_error_ratio"]!r}')
+
+  def parsed(func, *args):
+    try:
+      return func(*args)
+    except UsageError as e:
+      errors.append(str(e))
+      return None
+
+  for name in ('block_private_networks', 'jpeg_draft'):
+    if name in params:
+      parsed(parse_bool, params[name], name)
+  if 'image_size' in params:
+    parsed(parse_size, params['image_size'])
+  mean = parsed(parse_floats, params.get('pixel_mean'), 'pixel_mean')
+  std = parsed(parse_floats, params.get('pixel_std'), 'pixel_std')
+  if params.get('pixel_scale') == 'mean_std' and mean is not None and \
+      std is not None and (len(mean) not in (1, 3) or len(std) not in (1, 3)
+                           or 0 in std):
+    errors.append('-Dpixel_scale=mean_std needs -Dpixel_mean and '
+                  '-Dpixel_std with 1 or 3 values (std non-zero)')
+
+  try:
+    allow = ossio.parse_allow_list(params.get('buckets'))
+  except ValueError as e:
+    errors.append(f'-Dbuckets: {e}')
+    allow = ()
+  for name in ('model_path', 'input_oss_file', 'output_oss_file',
+               'error_oss_file', 'label_map_path'):
+    path = params.get(name)
+    try:
+      inside = not path or ossio.allowed(path, allow)
+    except ValueError as e:
+      errors.append(f'-D{name}: {e}')
+      continue
+    if not inside:
+      errors.append(f'-D{name}={path} is outside -Dbuckets '
+                    f'({", ".join(allow)})')
+  return errors
 
 
 def plan(options: EvPredictOptions) -> JobPlan:
@@ -59,58 +148,21 @@ def plan(options: EvPredictOptions) -> JobPlan:
   # sets them): file systems must see this job's options (OSS endpoint).
   FileSystems.set_options(options)
   o = options.view_as(EvPredictOptions)
-  if o.model_type not in SUPPORTED_MODEL_TYPES:
-    raise UsageError(f'-Dmodel_type={o.model_type} is not supported; '
-                     f'supported: {", ".join(SUPPORTED_MODEL_TYPES)}')
-  if o.image_type not in read.IMAGE_TYPES:
-    raise UsageError(f'-Dimage_type must be one of {", ".join(read.IMAGE_TYPES)}')
-  input_path = _require(o.input_oss_file, 'input_oss_file')
-  output_path = _require(o.output_oss_file, 'output_oss_file')
-  model_path = _require(o.model_path, 'model_path')
-  for name in ('num_worker', 'batch_size', 'fetch_threads', 'max_image_bytes',
-               'max_image_pixels'):
-    if getattr(o, name) < 1:
-      raise UsageError(f'-D{name} must be at least 1')
-  if o.fetch_retries < 0 or o.fetch_timeout <= 0:
-    raise UsageError('-Dfetch_retries must be >= 0 and -Dfetch_timeout > 0')
-  if not 0 <= o.max_error_ratio <= 1:
-    raise UsageError('-Dmax_error_ratio must be between 0 and 1')
-  if o.cpuRequired is not None and o.cpuRequired < 1:
-    raise UsageError('-DcpuRequired is in hundredths of a core, e.g. 800')
-
   oss = options.view_as(OssOptions)
-  try:
-    allow = ossio.parse_allow_list(oss.buckets)
-  except ValueError as e:
-    raise UsageError(f'-Dbuckets: {e}') from e
-  for name, path in (('model_path', model_path), ('input_oss_file', input_path),
-                     ('output_oss_file', output_path),
-                     ('error_oss_file', o.error_oss_file),
-                     ('label_map_path', o.label_map_path)):
-    if path and not ossio.allowed(path, allow):
-      raise UsageError(f'-D{name}={path} is outside -Dbuckets '
-                       f'({", ".join(allow)})')
+  errors = check_parameters(_given(o, oss))
+  if errors:
+    raise UsageError('; '.join(errors))
+  input_path, output_path, model_path = (
+      o.input_oss_file, o.output_oss_file, o.model_path)
+  allow = ossio.parse_allow_list(oss.buckets)
 
   _check_readable(input_path, 'input_oss_file')
   for path in (output_path, o.error_oss_file):
     if path:
       _check_writable(path)
 
-  if o.backend not in backends.BACKENDS:
-    raise UsageError(f'-Dbackend must be one of {", ".join(backends.BACKENDS)}')
-  if o.precision not in backends.PRECISIONS:
-    raise UsageError(
-        f'-Dprecision must be one of {", ".join(backends.PRECISIONS)}')
-  if o.pixel_scale not in inference.PIXEL_SCALES:
-    raise UsageError(f'-Dpixel_scale must be one of '
-                     f'{", ".join(inference.PIXEL_SCALES)}')
   mean = parse_floats(o.pixel_mean, 'pixel_mean')
   std = parse_floats(o.pixel_std, 'pixel_std')
-  if o.pixel_scale == 'mean_std' and (len(mean) not in (1, 3) or
-                                      len(std) not in (1, 3) or
-                                      0 in std):
-    raise UsageError('-Dpixel_scale=mean_std needs -Dpixel_mean and '
-                     '-Dpixel_std with 1 or 3 values (std non-zero)')
   try:
     spec = inference.inspect_saved_model(
         model_path, o.signature_name, parse_size(o.image_size), o.output_key)

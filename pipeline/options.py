@@ -69,7 +69,7 @@ _PAI_PROGRAM = 'ev_predict_ext'
 
 
 # Declared by the OSS file system's own options class (its workers need them).
-_OSS_PARAMETERS = ('buckets', 'arn', 'ossHost')
+OSS_PARAMETERS = ('buckets', 'arn', 'ossHost')
 
 
 class EvPredictOptions(PipelineOptions):
@@ -77,7 +77,7 @@ class EvPredictOptions(PipelineOptions):
   @classmethod
   def _add_argparse_args(cls, parser):
     for name, (kind, default, text) in PARAMETERS.items():
-      if name not in _OSS_PARAMETERS:
+      if name not in OSS_PARAMETERS:
         parser.add_argument(f'--{name}', type=kind, default=default, help=text)
 
 
@@ -90,11 +90,15 @@ def _unquote(value: str) -> str:
   return value
 
 
-def _unknown(name: str) -> UsageError:
+def unknown_parameter(name: str, where: str = '') -> str:
   close = difflib.get_close_matches(name, PARAMETERS, n=1)
   hint = f' (did you mean {close[0]}?)' if close else ''
-  return UsageError(f'unknown parameter -D{name}{hint}; known: '
-                    + ', '.join(PARAMETERS))
+  return f'unknown parameter -D{name}{where}{hint}'
+
+
+def _unknown(name: str) -> UsageError:
+  return UsageError(unknown_parameter(name) + '; known: ' +
+                    ', '.join(PARAMETERS))
 
 
 def parse_command_line(argv: List[str]) -> Tuple[Dict[str, str], List[str]]:
@@ -146,14 +150,23 @@ def parse_command_line(argv: List[str]) -> Tuple[Dict[str, str], List[str]]:
   return params, beam_args
 
 
-def _checked(key: str, value: str) -> str:
+def type_error(key: str, value: str) -> Optional[str]:
+  """The message for a value that does not parse as the parameter's type."""
   kind = PARAMETERS[key][0]
-  if kind is not str:
-    try:
-      kind(value)
-    except ValueError as e:
-      noun = 'an integer' if kind is int else 'a number'
-      raise UsageError(f'-D{key} must be {noun}, not {value!r}') from e
+  if kind is str:
+    return None
+  try:
+    kind(value)
+  except ValueError:
+    noun = 'an integer' if kind is int else 'a number'
+    return f'-D{key} must be {noun}, not {value!r}'
+  return None
+
+
+def _checked(key: str, value: str) -> str:
+  problem = type_error(key, value)
+  if problem:
+    raise UsageError(problem)
   return value
 
 

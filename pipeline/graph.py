@@ -49,6 +49,7 @@ class JobPlan:
   max_error_ratio: float
   backend: str
   precision: str
+  accelerator: Optional[str]
 
 
 def _given(o: EvPredictOptions, oss: OssOptions):
@@ -207,6 +208,8 @@ def plan(options: EvPredictOptions) -> JobPlan:
       max_error_ratio=o.max_error_ratio,
       backend=o.backend,
       precision=o.precision,
+      accelerator=(f'type:{o.gpu_type};count:{-(-o.gpuRequired // 100)};'
+                   'install-nvidia-driver') if o.gpuRequired > 0 else None,
   )
 
 
@@ -285,7 +288,7 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
       job.model_path, job.spec, job.scaling, job.batch_size,
       intra_op_threads=job.cores_per_worker if job.workers > 1 else None,
       local_model_path=modelcache.local_model_dir, backend=job.backend,
-      precision=job.precision)
+      precision=job.precision, accelerator=job.accelerator)
   classified, dead = ready | 'Classify' >> RunInferenceWithErrors(handler)
   lost = dead | 'InferenceErrors' >> beam.FlatMap(_inference_failures)
   return ((classified, failed, lost)

@@ -31,6 +31,8 @@ PARAMETERS: Dict[str, Tuple[type, object, str]] = {
     'cpuRequired': (int, None, 'Hundredths of a core per worker '
                     '(800 = 8 cores); default: the cores / num_worker.'),
     'gpuRequired': (int, 0, 'Hundredths of a GPU per worker.'),
+    'gpu_type': (str, 'nvidia-tesla-t4', 'Accelerator type for the Beam '
+                 'resource hint when gpuRequired > 0.'),
     'buckets': (str, None, 'Comma-separated oss:// locations the job may use.'),
     'arn': (str, None, 'RAM role ARN to assume for OSS access.'),
     'ossHost': (str, None, 'OSS endpoint.'),

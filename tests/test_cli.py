@@ -132,3 +132,25 @@ def test_direct_runner_never_tries_prism():
   assert isinstance(runner, fn_runner.FnApiRunner)
   assert cli.make_runner(cli.make_options(
       ['-Dmodel_path=m', '--runner=FlinkRunner'])) is None
+
+
+def test_gpu_required_becomes_accelerator_hint(tmp_path, model_dirs):
+  import apache_beam as beam
+  from pipeline import graph
+  listing = tmp_path / 'l.txt'
+  listing.write_text('x.jpg\n')
+  argv = [f'-Dmodel_path={model_dirs["uint8"]}', f'-Dinput_oss_file={listing}',
+          f'-Doutput_oss_file={tmp_path / "o.txt"}', '-DgpuRequired=150']
+  options = cli.make_options(argv)
+  p = beam.Pipeline(options=options)
+  graph.build_pipeline(p, options)
+  components = p.to_runner_api().components
+  hints = [components.environments[t.environment_id].resource_hints
+           for t in components.transforms.values()
+           if 'Classify' in t.unique_name and t.environment_id and
+           components.environments[t.environment_id].resource_hints]
+  assert hints and all(
+      h['beam:resources:accelerator:v1'] ==
+      b'type:nvidia-tesla-t4;count:2;install-nvidia-driver' for h in hints)
+  job = graph.plan(cli.make_options(argv[:-1]))
+  assert job.accelerator is None

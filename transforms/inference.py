@@ -274,8 +274,9 @@ class SavedModelHandler(ModelHandler[Record, Record, LoadedModel]):
                scaling: PixelScaling = PixelScaling(), batch_size: int = 32,
                intra_op_threads: Optional[int] = None,
                local_model_path: Any = None, backend: str = 'auto',
-               precision: str = 'f32'):
+               precision: str = 'f32', accelerator: Optional[str] = None):
     super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
+    self._accelerator = accelerator
     self._backend = backend
     self._precision = precision
     self._model_path = model_path
@@ -335,6 +336,11 @@ class SavedModelHandler(ModelHandler[Record, Record, LoadedModel]):
   def get_num_bytes(self, batch: Sequence[Record]) -> int:
     return sum(len(r.tensor) if isinstance(r.tensor, bytes)
                else getattr(r.tensor, 'nbytes', 0) for r in batch)
+
+  def get_resource_hints(self) -> dict:
+    # Runners that place work by hints (Dataflow, Prism) put inference on a
+    # GPU machine; TensorFlow then uses the GPU it finds.
+    return {'accelerator': self._accelerator} if self._accelerator else {}
 
   def get_metrics_namespace(self) -> str:
     return 'ev_predict'

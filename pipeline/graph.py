@@ -9,6 +9,8 @@ from typing import List, Mapping, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms import combiners
 
 from pipeline.options import (OSS_PARAMETERS, PARAMETERS, EvPredictOptions,
@@ -245,13 +247,6 @@ def _check_writable(path: str) -> None:
     raise UsageError(f'output folder {parent} is not writable')
 
 
-def _inference_failures(dead_letter):
-  """RunInference dead letters (batch, error) -> one error record per image."""
-  batch, error = dead_letter
-  message = error[1] if isinstance(error, tuple) and len(error) > 1 else error
-  return [r.fail(rec.INFERENCE, str(message)) for r in batch]
-
-
 def _make_fetcher(config: FetchConfig):
   return Fetcher(config)
 
@@ -263,58 +258,54 @@ def _make_preparer(config: DecodeConfig, encoded_input: bool):
 
 def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
                    job: Optional[JobPlan] = None):
-  """Adds the whole job to p; returns the PCollection holding the summary."""
+  """Adds the whole job to p; returns the PCollection holding the summary.
+
+  Every record, failed or not, flows through every stage (each passes failed
+  records through), so the job is one fused, streaming stage after the read:
+  no Partition/Flatten that a local runner would materialize in memory."""
   job = job or plan(options)
   records = (p
              | 'ReadFileList' >> read.ReadFileList(job.input_path,
                                                    job.image_type))
   lines_read = records | 'CountLines' >> combiners.Count.Globally()
-  prepared = (
-      records
-      # Spread lines over workers: the list itself is one small file.
-      | 'Distribute' >> beam.Reshuffle()
-      | 'Fetch' >> beam.ParDo(ThreadedMap(
-          functools.partial(_make_fetcher, job.fetch),
-          threads=job.fetch_threads, in_flight=job.fetch_threads * 2,
-          error_kind=rec.FETCH))
-      | 'Decode' >> beam.ParDo(ThreadedMap(
-          functools.partial(_make_preparer, job.decode,
-                            job.spec.encoded_input),
-          threads=job.decode_threads, in_flight=job.decode_threads * 2,
-          error_kind=rec.DECODE)))
-  ready, failed = prepared | 'SplitFailed' >> beam.Partition(
-      lambda r, _: 0 if r.ok else 1, 2)
+  if _needs_distribution(options, job):
+    # Spread lines over workers: the list itself is one small file. (A
+    # single local worker skips it: a shuffle holds every line in memory.)
+    records = records | 'Distribute' >> beam.Reshuffle()
   handler = inference.SavedModelHandler(
       job.model_path, job.spec, job.scaling, job.batch_size,
       intra_op_threads=job.cores_per_worker if job.workers > 1 else None,
       local_model_path=modelcache.local_model_dir, backend=job.backend,
       precision=job.precision, accelerator=job.accelerator)
-  classified, dead = ready | 'Classify' >> RunInferenceWithErrors(handler)
-  lost = dead | 'InferenceErrors' >> beam.FlatMap(_inference_failures)
-  return ((classified, failed, lost)
-          | 'MergeOutcomes' >> beam.Flatten()
-          | 'WriteOutputs' >> WriteOutputs(
-              job.paths, job.labels, lines_read, job.run_id, job.started_at,
-              extra_summary={
-                  'run_id': job.run_id,
-                  'input_file': job.input_path,
-                  'model_path': job.model_path,
-                  'model_input': job.spec.input_kind,
-                  'batch_size': job.batch_size,
-                  'workers': job.workers,
-                  'backend_requested': job.backend,
-              }))
+  return (
+      records
+      | 'Fetch' >> beam.ParDo(ThreadedMap(
+          functools.partial(_make_fetcher, job.fetch),
+          threads=job.fetch_threads, in_flight=job.fetch_threads * 2,
+          error_kind=rec.FETCH))
+      # Enough decodes in flight to prepare the next batch while the model
+      # runs on this one.
+      | 'Decode' >> beam.ParDo(ThreadedMap(
+          functools.partial(_make_preparer, job.decode,
+                            job.spec.encoded_input),
+          threads=job.decode_threads,
+          in_flight=max(job.decode_threads * 2, job.batch_size * 2),
+          error_kind=rec.DECODE))
+      | 'Classify' >> RunInference(handler)
+      | 'WriteOutputs' >> WriteOutputs(
+          job.paths, job.labels, lines_read, job.run_id, job.started_at,
+          extra_summary={
+              'run_id': job.run_id,
+              'input_file': job.input_path,
+              'model_path': job.model_path,
+              'model_input': job.spec.input_kind,
+              'batch_size': job.batch_size,
+              'workers': job.workers,
+              'backend_requested': job.backend,
+          }))
 
 
-class RunInferenceWithErrors(beam.PTransform):
-  """RunInference whose failed batches come back as a second PCollection."""
-
-  def __init__(self, handler):
-    super().__init__()
-    self._handler = handler
-
-  def expand(self, records):
-    from apache_beam.ml.inference.base import RunInference  # pylint: disable=import-outside-toplevel
-    results, dlq = records | 'RunInference' >> RunInference(
-        self._handler).with_exception_handling()
-    return results, dlq.failed_inferences
+def _needs_distribution(options, job: JobPlan) -> bool:
+  runner = options.view_as(StandardOptions).runner
+  return job.workers > 1 or runner not in (None, 'DirectRunner',
+                                           'directrunner')

@@ -315,8 +315,17 @@ class SavedModelHandler(ModelHandler[Record, Record, LoadedModel]):
   def run_inference(self, batch: Sequence[Record], model: LoadedModel,
                     inference_args: Optional[Dict[str, Any]] = None
                     ) -> Iterable[Record]:
+    """Failed records pass through untouched (every line reaches the sink
+    through this one stage); the others are classified."""
     del inference_args
     batch = list(batch)
+    ready = [i for i, r in enumerate(batch) if r.ok]
+    if ready:
+      for i, r in zip(ready, self._classify([batch[i] for i in ready], model)):
+        batch[i] = r
+    return batch
+
+  def _classify(self, batch: List[Record], model: LoadedModel) -> List[Record]:
     try:
       probs = model.predict(self.model_input([r.tensor for r in batch]))
       return [r.but(tensor=None, probs=p, backend=model.backend)
@@ -328,14 +337,12 @@ class SavedModelHandler(ModelHandler[Record, Record, LoadedModel]):
       # fail its neighbours: retry one by one to isolate it.
       _LOG.warning('batch of %d failed (%s); retrying one by one',
                    len(batch), type(e).__name__)
-      out = []
-      for r in batch:
-        out.extend(self.run_inference([r], model))
-      return out
+      return [out for r in batch for out in self._classify([r], model)]
 
   def get_num_bytes(self, batch: Sequence[Record]) -> int:
     return sum(len(r.tensor) if isinstance(r.tensor, bytes)
-               else getattr(r.tensor, 'nbytes', 0) for r in batch)
+               else getattr(r.tensor, 'nbytes', 0) for r in batch
+               if r.tensor is not None)
 
   def get_resource_hints(self) -> dict:
     # Runners that place work by hints (Dataflow, Prism) put inference on a

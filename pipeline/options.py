@@ -36,7 +36,8 @@ PARAMETERS: Dict[str, Tuple[type, object, str]] = {
     'buckets': (str, None, 'Comma-separated oss:// locations the job may use.'),
     'arn': (str, None, 'RAM role ARN to assume for OSS access.'),
     'ossHost': (str, None, 'OSS endpoint.'),
-    'batch_size': (int, 32, 'Images per model call.'),
+    'batch_size': (int, None, 'Images per model call (default: 8 per core '
+                   'of a worker, 8 to 64).'),
     'label_map_path': (str, None, 'Class names, one per line.'),
     'signature_name': (str, 'serving_default', 'SavedModel signature.'),
     'error_oss_file': (str, None, 'Error file (default <output>.errors).'),

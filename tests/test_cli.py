@@ -41,7 +41,7 @@ def test_beam_flags_pass_through():
   options = cli.make_options(['-Dmodel_path=m', '--job_name=x',
                               '-Dnum_worker=2'])
   o = options.view_as(EvPredictOptions)
-  assert (o.model_path, o.num_worker, o.batch_size) == ('m', 2, 32)
+  assert (o.model_path, o.num_worker, o.batch_size) == ('m', 2, None)
   assert options.get_all_options()['direct_num_workers'] == 2
 
 

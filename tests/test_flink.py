@@ -163,3 +163,34 @@ def test_flink_matches_direct_runner(tmp_path, model_dirs, http_server,
   tms = flink_cluster.get(
       f'/jobs/{jid}/vertices/{classify[0]["id"]}/taskmanagers')['taskmanagers']
   assert len({tm['taskmanager-id'] for tm in tms}) == 2, tms
+
+
+def test_submit_flink_template(tmp_path, model_dirs, flink_cluster,
+                               monkeypatch):
+  """What an ops team runs: `ev-predict submit --template templates/flink.yaml`
+  against the cluster, with the cluster's settings from the script's env."""
+  monkeypatch.chdir(ROOT)
+  for line in _script('env', flink_cluster.env, 60).splitlines():
+    name, _, value = line.partition('=')
+    monkeypatch.setenv(name, value)
+  paths = [write_image(tmp_path / f's{i}.png', 500 + i) for i in range(6)]
+  listing = tmp_path / 'list.txt'
+  listing.write_text(''.join(p + '\n' for p in paths + [
+      str(tmp_path / 'gone.jpg')]))
+  out = tmp_path / 'submitted' / 'result.txt'
+  direct_out = tmp_path / 'direct' / 'result.txt'
+  job = [f'-Dmodel_path={model_dirs["uint8"]}', f'-Dinput_oss_file={listing}',
+         '-Dmax_error_ratio=0.5']
+  before = flink_cluster.finished_jobs()
+  from pipeline import submit
+  code = submit.main(['--template', 'templates/flink.yaml', *job,
+                      f'-Doutput_oss_file={out}'])
+  if code:
+    print(flink_cluster.logs())
+  assert code == 0
+  assert len(flink_cluster.finished_jobs() - before) == 1
+  cli.run(job + [f'-Doutput_oss_file={direct_out}'])
+  assert sorted(read_lines(out)) == sorted(read_lines(direct_out))
+  assert len(read_lines(out)) == 6
+  assert [split_output_line(l)[1]['error']
+          for l in read_lines(f'{out}.errors')] == ['not_found']

@@ -39,15 +39,12 @@ class OutputPaths:
                temp_dir=f'{result}.shards-{run_id}')
 
 
-def concatenate(shards: Sequence[str], target: str, run_id: str) -> int:
-  """Concatenates shards (in name order) into target atomically; bytes written."""
+def concatenate(shards: Sequence[str], target: str, run_id: str) -> None:
+  """Concatenates shards (in name order) into target atomically."""
   fs = FileSystems.get_filesystem(target)
   if shards and hasattr(fs, 'concatenate') and fs.concatenate(shards, target):
-    # Composed server-side; a multipart completion is itself atomic.
-    return sum(FileSystems.match([s])[0].metadata_list[0].size_in_bytes
-               for s in shards)
+    return  # composed server-side; a multipart completion is atomic
   staging = f'{target}.tmp-{run_id}'
-  written = 0
   with FileSystems.create(
       staging, compression_type=CompressionTypes.UNCOMPRESSED) as out:
     for shard in sorted(shards):
@@ -58,11 +55,9 @@ def concatenate(shards: Sequence[str], target: str, run_id: str) -> int:
           if not chunk:
             break
           out.write(chunk)
-          written += len(chunk)
   if FileSystems.exists(target):
     FileSystems.delete([target])
   FileSystems.rename([staging], [target])
-  return written
 
 
 def summarize(counts: Dict[str, int], lines_read: int, started_at: float,

@@ -213,3 +213,21 @@ def test_redirects_and_private_networks(tmp_path, model_dirs, http_server):
   body = split_output_line(errors[0])[1]
   assert body['error'] == 'forbidden' and 'non-public' in body['message']
   assert http_server.hits.get('/r.png', 0) == before
+
+
+def test_odd_bytes_and_very_long_lines_echo_verbatim(tmp_path, model_dirs):
+  """A path with bytes that are not UTF-8 is read and echoed byte for byte;
+  a 100 KB line becomes one error record with a bounded message."""
+  model = model_dirs['uint8']
+  odd = os.fsencode(str(tmp_path)) + b'/caf\xe9 \xff.png'
+  write_image(odd.decode('utf-8', 'surrogateescape'), 90)
+  long_line = b'/nowhere/' + b'x' * 100_000 + b'.jpg'
+  raw = odd + b'\n' + long_line + b'\n'
+  results, errors, summary = run_job(tmp_path, None, model, raw=raw,
+                                     name='bytes')
+  assert [split_output_line(l)[0] for l in results] == [odd]
+  assert len(errors) == 1
+  line, body = split_output_line(errors[0])
+  assert line == long_line and body['error'] in ('not_found', 'fetch')
+  assert len(body['message']) <= 500
+  assert summary['accounting_ok'] and summary['records'] == 2

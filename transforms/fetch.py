@@ -52,6 +52,9 @@ class Fetcher:
 
   def __init__(self, config: FetchConfig = FetchConfig()):
     self._config = config
+    # FileSystems.get_filesystem builds a new instance (parsing the pipeline
+    # options) on every call: once per scheme is enough for a worker.
+    self._filesystems = {}
     self._http = urllib3.PoolManager(
         maxsize=config.pool_size, block=False,
         timeout=urllib3.Timeout(
@@ -162,10 +165,14 @@ class Fetcher:
                        e.errno in (errno.EIO, errno.EAGAIN)) from e
 
   def _read_filesystem(self, path: str) -> bytes:
-    try:
-      fs = FileSystems.get_filesystem(path)
-    except ValueError as e:
-      raise FetchError(rec.UNSUPPORTED, f'unsupported scheme in {path!r}') from e
+    scheme = path.split('://', 1)[0].lower()
+    fs = self._filesystems.get(scheme)
+    if fs is None:
+      try:
+        fs = self._filesystems[scheme] = FileSystems.get_filesystem(path)
+      except ValueError as e:
+        raise FetchError(rec.UNSUPPORTED,
+                         f'unsupported scheme in {path!r}') from e
     try:
       if hasattr(fs, 'read_object'):
         # One request per image where the file system offers it (OSS).

@@ -482,8 +482,7 @@ def parse_allow_list(buckets: Optional[str]) -> Tuple[str, ...]:
     item = item.strip()
     if not item:
       continue
-    parse_path(item, object_optional=True)  # raises on a malformed entry
-    bucket, key = parse_path(item, object_optional=True)
+    bucket, key = parse_path(item, object_optional=True)  # raises if malformed
     # A bare bucket or a folder: never let 'oss://b/img' also allow 'imgX'.
     prefixes.append(f'{PREFIX}{bucket}/' + (key if not key or
                                              key.endswith('/') else key + '/'))

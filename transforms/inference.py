@@ -230,19 +230,25 @@ class LoadedModel:
                      'TensorFlow', type(e).__name__, str(e)[:200])
     if backend != backends.OPENVINO:
       self._reference = backends.TensorFlowBackend(model_path, spec)
-    self._decided = self._candidate is None or self._reference is None
-    self.backend = (self._candidate or self._reference).name \
-        if self._decided else None
+    self.backend = None if self._undecided else self._chosen.name
+
+  @property
+  def _undecided(self) -> bool:
+    return self._candidate is not None and self._reference is not None
+
+  @property
+  def _chosen(self):
+    return self._candidate or self._reference
 
   def scores(self, batch: np.ndarray) -> np.ndarray:
     """Raw output rows for a batch of model inputs (already scaled)."""
-    if self._decided:
-      return (self._candidate or self._reference).scores(batch)
+    if not self._undecided:
+      return self._chosen.scores(batch)
     reference = self._reference.scores(batch)
     try:
+      candidate = self._candidate.scores(batch)
       stats = backends.agreement(to_probabilities(reference),
-                                 to_probabilities(
-                                     self._candidate.scores(batch)))
+                                 to_probabilities(candidate))
     except Exception as e:  # pylint: disable=broad-except
       stats = {'error': f'{type(e).__name__}: {e}'}
     if 'error' not in stats and backends.passes(stats, self._precision):
@@ -251,11 +257,10 @@ class LoadedModel:
       _LOG.warning('OpenVINO disagrees with TensorFlow on the first batch '
                    '(%s); using TensorFlow', stats)
       self._candidate = None
-    self._decided = True
-    self.backend = (self._candidate or self._reference).name
+    self.backend = self._chosen.name
     _LOG.info('backend: %s (%s)', self.backend, stats)
     # This batch's answer comes from the chosen backend, like every other.
-    return self.scores(batch) if self._candidate else reference
+    return candidate if self._candidate else reference
 
   def predict(self, batch: np.ndarray) -> np.ndarray:
     return to_probabilities(self.scores(batch))

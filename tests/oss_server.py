@@ -32,8 +32,9 @@ Fault injection (attributes, or temporarily with `server.faults(...)`):
   slow_body    bytes/second throttle for faultable response bodies;
   fault_filter predicate on the RequestRecord deciding what is "faultable";
                default: object GETs (op == 'GetObject') only.
-Randomness comes from `random.Random(seed)` so failures are reproducible for
-a given request order.
+Fault draws are a function of (seed, bucket, key, n-th request for that key),
+not of the order in which concurrent requests arrive, so a job with a thread
+pool meets exactly the same faults on every run.
 
 Note on oss2's own retries: oss2 2.19 does NOT retry single calls
 (`Bucket.get_object`, `put_object`, ...): `oss2.defaults.request_retries` (3)
@@ -472,9 +473,10 @@ class OssServer:
     self._lock = threading.RLock()
     self._buckets = {}
     self._upload_counter = 0
-    self._rng = random.Random(seed)
+    self._seed = seed
     self._fault_lock = threading.Lock()
     self._fail_counts = collections.Counter()
+    self._attempts = collections.Counter()
     for name, value in _FAULT_DEFAULTS.items():
       setattr(self, name, value)
     for name in buckets:
@@ -572,6 +574,7 @@ class OssServer:
     saved = {name: getattr(self, name) for name in knobs}
     with self._fault_lock:
       self._fail_counts.clear()
+      self._attempts.clear()
     for name, value in knobs.items():
       setattr(self, name, value)
     try:
@@ -581,34 +584,39 @@ class OssServer:
         setattr(self, name, value)
       with self._fault_lock:
         self._fail_counts.clear()
+        self._attempts.clear()
 
   def reset_faults(self):
     for name, value in _FAULT_DEFAULTS.items():
       setattr(self, name, value)
     with self._fault_lock:
       self._fail_counts.clear()
+      self._attempts.clear()
 
   def _pick_fault(self, record):
-    """None, 'error' or 'reset' for a request that passed authentication."""
+    """(None | 'error' | 'reset', faultable, error status) for a request
+    that passed authentication."""
     keep = self.fault_filter or (lambda r: r.op == 'GetObject')
     if not keep(record):
-      return None, False
+      return None, False, None
+    where = (record.bucket, record.key)
     with self._fault_lock:
+      self._attempts[where] += 1
+      rng = random.Random(
+          f'{self._seed}|{record.bucket}|{record.key}|{self._attempts[where]}')
+      status = self.error_status or rng.choice((500, 503))
       if self.fail_first:
-        self._fail_counts[(record.bucket, record.key)] += 1
-        if self._fail_counts[(record.bucket, record.key)] <= self.fail_first:
-          return 'error', True
-      if self.error_rate and self._rng.random() < self.error_rate:
-        return 'error', True
-      if self.reset_rate and self._rng.random() < self.reset_rate:
-        return 'reset', True
-    return None, True
+        self._fail_counts[where] += 1
+        if self._fail_counts[where] <= self.fail_first:
+          return 'error', True, status
+    if self.error_rate and rng.random() < self.error_rate:
+      return 'error', True, status
+    if self.reset_rate and rng.random() < self.reset_rate:
+      return 'reset', True, None
+    return None, True, None
 
-  def _injected_error(self):
-    status = self.error_status
-    if status is None:
-      with self._fault_lock:
-        status = self._rng.choice((500, 503))
+  @staticmethod
+  def _injected_error(status):
     code, message = _ERROR_MESSAGES.get(status, ('InternalError', 'Injected'))
     return OssError(status, code, message)
 
@@ -643,10 +651,10 @@ class OssServer:
     try:
       self._authenticate(method, bucket, key, params, headers)
       record.op = self._operation(method, bucket, key, params, headers)
-      fault, faultable = self._pick_fault(record)
+      fault, faultable, status = self._pick_fault(record)
       if fault == 'error':
         record.fault = 'error'
-        raise self._injected_error()
+        raise self._injected_error(status)
       handler = getattr(self, '_op_' + record.op)
       reply = handler(bucket, key, params, headers, body)
       if method == 'GET' and record.op == 'GetObjectMeta':

@@ -5,6 +5,7 @@ server speaks the OSS protocol the way oss2 2.19 expects it (signatures,
 XML, headers, error codes) and its fault knobs are visible from the client.
 """
 import base64
+import collections
 import hashlib
 import itertools
 import threading
@@ -671,6 +672,28 @@ def test_error_rate_is_reproducible(name):
   first = outcomes(7)
   assert first == outcomes(7)
   assert b'v' in first and (500 in first or 503 in first)
+
+
+def test_fault_draws_do_not_depend_on_request_order(name):
+  # A job's fetch threads interleave differently on every run; the faults a
+  # key meets must not.
+  def outcomes(order):
+    with OssServer(credentials={AK: SK}, buckets=[name], seed=3) as srv:
+      for key in 'abcd':
+        srv.put(name, key, key.encode())
+      bkt = oss2.Bucket(oss2.Auth(AK, SK), srv.endpoint, name)
+      srv.error_rate = 0.5
+      result = collections.defaultdict(list)
+      for key in order:
+        try:
+          result[key].append(bkt.get_object(key).read())
+        except oss2.exceptions.ServerError as e:
+          result[key].append(e.status)
+      return dict(result)
+
+  forward = outcomes('abcd' * 5)
+  assert forward == outcomes('dcba' * 5) == outcomes('aaaaabbbbbcccccddddd')
+  assert any(isinstance(v, int) for seq in forward.values() for v in seq)
 
 
 def test_fail_first_then_success(server, name, bucket):

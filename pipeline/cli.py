@@ -88,15 +88,38 @@ def run(argv: List[str]) -> dict:
   _LOG.info('ev-predict: run %s, model input %s %sx%s, %d worker(s) x %d '
             'core(s)', job.run_id, job.spec.input_kind, job.spec.width,
             job.spec.height, job.workers, job.cores_per_worker)
-  try:
-    with beam.Pipeline(runner=make_runner(options), options=options) as p:
-      graph.build_pipeline(p, options, job)
-  finally:
-    _remove_leftovers(job)
+  attempts = 1 + _restarts(options)
+  for attempt in range(1, attempts + 1):
+    try:
+      with beam.Pipeline(runner=make_runner(options), options=options) as p:
+        graph.build_pipeline(p, options, job, attempt)
+      break
+    except Exception as err:  # pylint: disable=broad-except
+      if attempt == attempts:
+        raise
+      # A lost worker process fails the whole FnApiRunner job ("Channel
+      # closed prematurely"); nothing of that attempt reached the output,
+      # so running it again gives every line exactly once.
+      _LOG.warning('ev-predict: attempt %d of %d failed (%s: %s); '
+                   'restarting the job', attempt, attempts,
+                   type(err).__name__, err)
+    finally:
+      _remove_leftovers(job)
   with FileSystems.open(job.paths.summary) as f:
     summary = json.loads(f.read().decode('utf-8'))
   summary['max_error_ratio'] = job.max_error_ratio
   return summary
+
+
+def _restarts(options: PipelineOptions) -> int:
+  """Job restarts we own: only local worker processes can die on their own
+  while the launcher lives (one process dies whole; a cluster restarts its
+  own tasks)."""
+  direct = options.view_as(DirectOptions)
+  if (options.view_as(StandardOptions).runner in _DIRECT and
+      direct.direct_running_mode == 'multi_processing'):
+    return max(0, options.view_as(EvPredictOptions).max_restarts)
+  return 0
 
 
 def _remove_leftovers(job) -> None:
@@ -113,13 +136,17 @@ def _remove_leftovers(job) -> None:
 
 def print_summary(summary: dict, stream=sys.stderr) -> None:
   kinds = ', '.join(f'{k} {v}' for k, v in summary['failed_by_kind'].items())
+  attempts = summary.get('attempts', 1)
+  restarted = (f'; {attempts} attempts (a worker process was lost)'
+               if attempts > 1 else '')
   stream.write(
       f'ev-predict: {summary["lines_read"]} lines read, '
       f'{summary["succeeded"]} succeeded, {summary["failed"]} failed'
       f'{" (" + kinds + ")" if kinds else ""}; '
       f'{summary["images_per_second"]} images/s, '
       f'{summary["wall_seconds"]} s wall; backend '
-      f'{", ".join(summary.get("backends") or {}) or "none"}\n'
+      f'{", ".join(summary.get("backends") or {}) or "none"}'
+      f'{restarted}\n'
       f'ev-predict: results {summary["result_file"]}, '
       f'errors {summary["error_file"]}\n')
 

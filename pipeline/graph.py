@@ -260,7 +260,7 @@ def _make_preparer(config: DecodeConfig, encoded_input: bool):
 
 
 def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
-                   job: Optional[JobPlan] = None):
+                   job: Optional[JobPlan] = None, attempt: int = 1):
   """Adds the whole job to p; returns the PCollection holding the summary.
 
   Every record, failed or not, flows through every stage (each passes failed
@@ -305,6 +305,7 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
               'batch_size': job.batch_size,
               'workers': job.workers,
               'backend_requested': job.backend,
+              'attempts': attempt,
           }))
 
 

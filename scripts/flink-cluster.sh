@@ -285,6 +285,14 @@ taskmanager:
     # The JVM only: SDK workers (TensorFlow) are separate processes.
     process:
       size: $TM_MEMORY
+    network:
+      fraction: 0.2
+  network:
+    sort-shuffle:
+      # Flink's default (512 buffers per blocking result) made two tasks on
+      # one TaskManager fail to deploy ("Insufficient number of network
+      # buffers: required 512, but only 464 available") and burn restarts.
+      min-buffers: 128
 parallelism:
   default: 1
 rest:
@@ -294,10 +302,17 @@ rest:
 blob:
   server:
     port: 0
+# A lost TaskManager is noticed in seconds, not after the default 50 s, so
+# the restart strategy below reruns its tasks on the others promptly.
+heartbeat:
+  interval: 2000
+  timeout: 20000
+# Every failed task counts as one attempt, and a lost TaskManager fails
+# several at once (its own and their partners'): 3 was used up by one loss.
 restart-strategy:
   type: fixed-delay
   fixed-delay:
-    attempts: 3
+    attempts: 10
     delay: 5 s
 EOF
 }

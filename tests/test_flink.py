@@ -11,8 +11,11 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import subprocess
+import threading
+import time
 import urllib.request
 
 import pytest
@@ -80,7 +83,9 @@ def flink_cluster(tmp_path_factory):
   env.update(FLINK_RUN_DIR=str(tmp_path_factory.mktemp('flink-run')),
              FLINK_REST_PORT=str(_free_port()),
              FLINK_RPC_PORT=str(_free_port()),
-             FLINK_TASKMANAGERS='2', FLINK_TASK_SLOTS='1')
+             # Jobs use 2; the third lets a job survive a lost TaskManager
+             # (test_killed_taskmanager_job_still_exactly_once, run last).
+             FLINK_TASKMANAGERS='3', FLINK_TASK_SLOTS='1')
   _script('setup', env, 1200)
   try:
     _script('start', env, 300)
@@ -157,6 +162,9 @@ def test_flink_matches_direct_runner(tmp_path, model_dirs, http_server,
   new = flink_cluster.finished_jobs() - before
   assert len(new) == 1, new
   jid = new.pop()
+  # ... without a single task failure on the way (restarts hide them).
+  assert not flink_cluster.get(
+      f'/jobs/{jid}/exceptions')['exceptionHistory']['entries']
   classify = [v for v in flink_cluster.get(f'/jobs/{jid}')['vertices']
               if 'Classify' in v['name']]
   assert len(classify) == 1 and classify[0]['parallelism'] == 2
@@ -194,3 +202,116 @@ def test_submit_flink_template(tmp_path, model_dirs, flink_cluster,
   assert len(read_lines(out)) == 6
   assert [split_output_line(l)[1]['error']
           for l in read_lines(f'{out}.errors')] == ['not_found']
+
+
+def _processes():
+  """{pid: (ppid, cmdline bytes)} of every process we can read."""
+  table = {}
+  for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+      with open(f'/proc/{pid}/cmdline', 'rb') as f:
+        cmd = f.read()
+      with open(f'/proc/{pid}/stat') as f:
+        ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+    except OSError:
+      continue
+    table[int(pid)] = (ppid, cmd)
+  return table
+
+
+def _busy_taskmanagers(run_dir):
+  """{TaskManager JVM pid: its descendant pids}, for this cluster's
+  TaskManagers that run an SDK worker (so hold a task of a running job)."""
+  table = _processes()
+  tms = [pid for pid, (_, cmd) in table.items()
+         if b'TaskManagerRunner' in cmd and run_dir.encode() in cmd]
+  busy = {}
+  for tm in tms:
+    family, grew = {tm}, True
+    while grew:
+      kids = {p for p, (pp, _) in table.items() if pp in family} - family
+      family |= kids
+      grew = bool(kids)
+    family.discard(tm)
+    if any(b'flink-sdk-worker' in table[p][1] for p in family):
+      busy[tm] = family
+  return busy
+
+
+def test_killed_taskmanager_job_still_exactly_once(tmp_path, model_dirs,
+                                                    http_server,
+                                                    flink_cluster,
+                                                    monkeypatch):
+  """SIGKILL a TaskManager (and its SDK workers: the machine is gone) while
+  it classifies: Flink's restart strategy reruns the job on the TaskManagers
+  left, and the result has every line exactly once. Runs last: the cluster
+  has one TaskManager fewer afterwards."""
+  monkeypatch.chdir(ROOT)
+  for i in range(10):
+    write_image(f'{http_server.root}/tm{i}.png', 800 + i, size=(34, 28))
+  lines = [f'{http_server.base}/slow/0.2/tm{i % 10}.png?n={i}'
+           for i in range(200)]
+  lines.append(f'{http_server.base}/status/404')
+  listing = tmp_path / 'list.txt'
+  listing.write_text(''.join(l + '\n' for l in lines))
+  out = tmp_path / 'flink' / 'result.txt'
+  argv = [f'-Dmodel_path={model_dirs["uint8"]}', f'-Dinput_oss_file={listing}',
+          '-Dmax_error_ratio=1', '-Dnum_worker=2', '-Dbatch_size=4',
+          '-Dfetch_threads=2', f'-Doutput_oss_file={out}'
+          ] + flink_cluster.flags + ['--parallelism=2']
+
+  def slow_hits():
+    with http_server.lock:
+      return sum(n for p, n in http_server.hits.items()
+                 if p.startswith('/slow/0.2/tm'))
+
+  # The job runs here, the killer beside it: Beam's portable runner sets
+  # signal handlers, which only the main thread may do.
+  killed = []
+  done = threading.Event()
+
+  def killer():
+    while not done.wait(0.3):
+      busy = _busy_taskmanagers(flink_cluster.env['FLINK_RUN_DIR'])
+      if len(busy) == 2 and slow_hits() >= 40:
+        tm, family = next(iter(busy.items()))
+        for pid in [tm, *family]:
+          try:
+            os.kill(pid, signal.SIGKILL)
+          except ProcessLookupError:
+            pass
+        killed.append(tm)
+        return
+
+  before = flink_cluster.finished_jobs()
+  thread = threading.Thread(target=killer, daemon=True)
+  thread.start()
+  try:
+    summary = cli.run(argv)
+  except Exception:
+    print(flink_cluster.logs())
+    raise
+  finally:
+    done.set()
+    thread.join()
+  assert killed, 'the job ended before a TaskManager could be killed'
+
+  assert summary['accounting_ok'] and summary['lines_read'] == 201
+  results, errors = read_lines(out), read_lines(f'{out}.errors')
+  names = [split_output_line(l)[0].decode() for l in results + errors]
+  assert sorted(names) == sorted(lines)           # each line exactly once
+  assert len(results) == 200
+  assert [split_output_line(l)[1]['error'] for l in errors] == ['not_found']
+  assert not list(out.parent.glob('*.shards-*'))
+
+  # The job that finished is the one that lost a TaskManager on the way.
+  new = flink_cluster.finished_jobs() - before
+  assert len(new) == 1, new
+  history = flink_cluster.get(f'/jobs/{new.pop()}/exceptions')
+  traces = [e.get('stacktrace', '') for e in
+            history['exceptionHistory']['entries']]
+  assert any('task manager' in t.lower() or 'taskmanager' in t.lower()
+             for t in traces), traces
+  # ... and lost nothing to a misconfigured cluster.
+  assert not any('Insufficient number of network buffers' in t
+                 for t in traces)

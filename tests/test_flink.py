@@ -21,7 +21,7 @@ import urllib.request
 import pytest
 
 from pipeline import cli
-from tests.conftest import write_image
+from tests.conftest import OSS_ID, OSS_SECRET, write_image
 from tests.helpers import read_lines, split_output_line
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -85,7 +85,12 @@ def flink_cluster(tmp_path_factory):
              FLINK_RPC_PORT=str(_free_port()),
              # Jobs use 2; the third lets a job survive a lost TaskManager
              # (test_killed_taskmanager_job_still_exactly_once, run last).
-             FLINK_TASKMANAGERS='3', FLINK_TASK_SLOTS='1')
+             FLINK_TASKMANAGERS='3', FLINK_TASK_SLOTS='1',
+             # Workers read OSS credentials from their environment, as a
+             # Kubernetes secret would give them (the OSS test server's).
+             OSS_ACCESS_KEY_ID=OSS_ID, OSS_ACCESS_KEY_SECRET=OSS_SECRET,
+             OSS_CONFIG_FILE=str(tmp_path_factory.mktemp('no-ossutil') / 'x'),
+             EV_PREDICT_CACHE=str(tmp_path_factory.mktemp('worker-cache')))
   _script('setup', env, 1200)
   try:
     _script('start', env, 300)
@@ -202,6 +207,49 @@ def test_submit_flink_template(tmp_path, model_dirs, flink_cluster,
   assert len(read_lines(out)) == 6
   assert [split_output_line(l)[1]['error']
           for l in read_lines(f'{out}.errors')] == ['not_found']
+
+
+def test_oss_job_on_flink_never_shows_the_secret(tmp_path, model_dirs,
+                                                oss_env, flink_cluster,
+                                                monkeypatch):
+  """Model, list and output on OSS, SDK workers at DEBUG: the secret (in the
+  launcher's and the TaskManagers' environments) appears in no output, no
+  launcher or cluster log, and not in the job's configuration on Flink."""
+  from tests.test_oss import EV_PREDICT, _job_inputs
+  server = oss_env
+  monkeypatch.chdir(ROOT)
+  _job_inputs(tmp_path, server, model_dirs)
+  before = flink_cluster.finished_jobs()
+  argv = ['-Dmodel_path=oss://models/m/uint8',
+          '-Dinput_oss_file=oss://data/lists/list.txt',
+          '-Doutput_oss_file=oss://out/flink-leak/result.txt',
+          f'-DossHost={server.endpoint}', '-Dmax_error_ratio=1',
+          '-Dnum_worker=2', '--default_sdk_harness_log_level=DEBUG'
+          ] + [f for f in flink_cluster.flags
+               if not f.startswith('--default_sdk_harness_log_level')]
+  proc = subprocess.run([EV_PREDICT] + argv, capture_output=True,
+                        timeout=600, check=False, cwd=ROOT)
+  if proc.returncode:
+    print(flink_cluster.logs())
+  assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+  results = server.get('out', 'flink-leak/result.txt').splitlines()
+  errors = server.get('out', 'flink-leak/result.txt.errors').splitlines()
+  assert len(results) == 12 and len(errors) == 2
+
+  secret = OSS_SECRET.encode()
+  assert secret not in proc.stdout + proc.stderr
+  for key in server.keys('out'):
+    assert secret not in server.get('out', key), key
+  log_dir = pathlib.Path(flink_cluster.env['FLINK_RUN_DIR']) / 'log'
+  logs = {p.name: p.read_bytes() for p in log_dir.iterdir() if p.is_file()}
+  assert any(b'DEBUG' in text for name, text in logs.items()
+             if 'sdk-worker' in name)         # the workers did log, verbosely
+  assert not [name for name, text in logs.items() if secret in text]
+  new = flink_cluster.finished_jobs() - before
+  assert len(new) == 1, new
+  config = json.dumps(flink_cluster.get(f'/jobs/{new.pop()}/config'))
+  assert 'oss://data/lists/list.txt' in config   # the options are there
+  assert OSS_SECRET not in config
 
 
 def _processes():

@@ -66,3 +66,13 @@ def test_credentials_from_env_then_ossutil_config(monkeypatch, tmp_path):
   monkeypatch.delenv('OSS_ACCESS_KEY_ID')
   with pytest.raises(ossio.OssConfigError, match='no OSS credentials'):
     ossio.base_credentials()
+
+
+def test_endpoint_survives_a_portable_runner():
+  """Beam's Java job server hands SDK workers camelCase option names
+  lower-cased (ossHost -> osshost); workers must still find the endpoint."""
+  from transforms.ossfs import settings_from
+  for options in ({'ossHost': 'http://127.0.0.1:9'},
+                  {'osshost': 'http://127.0.0.1:9'},
+                  {'oss_host': 'http://127.0.0.1:9'}):
+    assert settings_from(options).endpoints == 'http://127.0.0.1:9'

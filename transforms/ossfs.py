@@ -22,7 +22,12 @@ class OssOptions(PipelineOptions):
 
   @classmethod
   def _add_argparse_args(cls, parser):
-    parser.add_argument('--ossHost', default=None,
+    # --osshost: what a portable runner hands its SDK workers. Beam's Java
+    # job server reads option names as snake case and writes them back, so
+    # ossHost arrives as osshost (seen on Flink: '--gpurequired=0'), and
+    # without the alias workers lost the endpoint.
+    parser.add_argument('--ossHost', '--osshost', '--oss_host', dest='ossHost',
+                        default=None,
                         help='OSS endpoint, or bucket=endpoint,... pairs.')
     parser.add_argument('--buckets', default=None,
                         help='Comma-separated oss:// locations the job may '

@@ -6,7 +6,10 @@
 #   make test-flink  the same job on a local Flink cluster and on DirectRunner
 #                  (scripts/flink-cluster.sh; first run downloads Flink and
 #                  Beam's Flink runner into build/flink/)
-#   make clean     stop a local Flink cluster, remove build/
+#   make test-spark  the same job on a local Spark standalone cluster and on
+#                  DirectRunner (scripts/spark-cluster.sh; first run downloads
+#                  Spark and Beam's Spark runner into build/spark/)
+#   make clean     stop local Flink/Spark clusters, remove build/
 
 PYTHON ?= python3
 VENV := .venv
@@ -18,7 +21,7 @@ DEMO_RESULT := build/demo/result.txt
 DEMO_FILELIST := examples/data/filelist.txt
 
 .DEFAULT_GOAL := install
-.PHONY: install .venv demo test test-flink clean samples
+.PHONY: install .venv demo test test-flink test-spark clean samples
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +51,10 @@ test: $(STAMP)
 test-flink: $(STAMP)
 	EV_PREDICT_FLINK=1 $(BIN)/python -m pytest -q tests/test_flink.py
 
+test-spark: $(STAMP)
+	EV_PREDICT_SPARK=1 $(BIN)/python -m pytest -q tests/test_spark.py
+
 clean:
 	-scripts/flink-cluster.sh stop
+	-scripts/spark-cluster.sh stop
 	rm -rf build/

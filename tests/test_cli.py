@@ -45,6 +45,19 @@ def test_beam_flags_pass_through():
   assert options.get_all_options()['direct_num_workers'] == 2
 
 
+def test_runner_specific_defaults():
+  flink = cli.make_options(['-Dmodel_path=m', '-Dnum_worker=3',
+                            '--runner=FlinkRunner']).get_all_options()
+  assert flink['parallelism'] == 3
+  spark = cli.make_options(['-Dmodel_path=m', '--runner=SparkRunner'])
+  # One SDK worker per Spark executor for the job, not one per task...
+  assert spark.get_all_options()['environment_cache_millis'] == 60000
+  # ... unless the user says otherwise.
+  mine = cli.make_options(['-Dmodel_path=m', '--runner=SparkRunner',
+                           '--environment_cache_millis=5'])
+  assert int(mine.get_all_options()['environment_cache_millis']) == 5
+
+
 @pytest.mark.parametrize('argv, needle', [
     (['-Dmodel_pth=x'], 'did you mean model_path'),
     (['-Dmodel_path'], 'malformed parameter'),

@@ -23,7 +23,8 @@ EV_PREDICT = os.path.join(os.path.dirname(sys.executable), 'ev-predict')
 # Anything a template may read from the environment, and the secrets.
 _ENV = ('FLINK_MASTER', 'FLINK_REST_PORT', 'FLINK_MINOR', 'FLINK_CACHE',
         'FLINK_RUN_DIR', 'JOB_SERVER_JAR', 'SDK_WORKER', 'EV_PREDICT_ROOT',
-        'SPARK_MASTER_URL', 'SPARK_JOB_SERVER_JAR', 'GCP_PROJECT',
+        'SPARK_MASTER_URL', 'SPARK_JOB_SERVER_JAR', 'SPARK_MASTER_PORT',
+        'SPARK_DRIVER_HOST', 'SPARK_EXECUTOR_MEMORY', 'GCP_PROJECT',
         'GCP_REGION', 'GCS_TEMP_LOCATION', 'SDK_CONTAINER_IMAGE', 'JOB_NAME',
         'OSS_ACCESS_KEY_ID', 'OSS_ACCESS_KEY_SECRET', 'OSS_SESSION_TOKEN')
 _JOB = ['-Dmodel_path=models/m', '-Dinput_oss_file=lists/in.txt',

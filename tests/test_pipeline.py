@@ -1,9 +1,11 @@
 """End to end on DirectRunner: mixed file lists, exact records, probabilities
 equal to direct calls of the model's signature on the same tensors."""
 import base64
-import os
 import collections
 import json
+import os
+import socket
+import time
 import urllib.parse
 
 import numpy as np
@@ -191,6 +193,34 @@ def test_timeouts_and_size_caps(tmp_path, model_dirs, http_server):
   assert summary['failed_by_kind'] == {'timeout': 1, 'too_large': 3}
   assert http_server.hits['/slow/3/small.png'] == 2   # one retry
   assert os.path.getsize(small) < os.path.getsize(big)
+
+
+def test_hosts_that_do_not_answer(tmp_path, model_dirs):
+  """A host that accepts connections but never replies, and a port where
+  nothing listens: error records after the retries, within the timeouts."""
+  silent = socket.socket()
+  silent.bind(('127.0.0.1', 0))
+  silent.listen(16)          # the kernel accepts; nobody ever answers
+  closed = socket.socket()
+  closed.bind(('127.0.0.1', 0))   # bound, never listening: refused
+  try:
+    lines = {
+        f'http://127.0.0.1:{silent.getsockname()[1]}/a.jpg': 'timeout',
+        f'http://127.0.0.1:{closed.getsockname()[1]}/b.jpg': 'fetch',
+    }
+    started = time.monotonic()
+    results, errors, summary = run_job(
+        tmp_path, list(lines), model_dirs['uint8'], name='silent',
+        fetch_timeout=0.5, fetch_retries=1)
+    elapsed = time.monotonic() - started
+  finally:
+    silent.close()
+    closed.close()
+  got = {split_output_line(l)[0].decode(): split_output_line(l)[1]['error']
+         for l in errors}
+  assert not results and got == lines
+  assert summary['accounting_ok']
+  assert elapsed < 60      # two 0.5 s reads plus backoff, not a hang
 
 
 def test_redirects_and_private_networks(tmp_path, model_dirs, http_server):

@@ -234,12 +234,16 @@ def _classify_urllib3(e: BaseException) -> FetchError:
   exc = urllib3.exceptions
   if isinstance(e, FetchError):
     return e
+  if isinstance(e, exc.NameResolutionError):
+    return FetchError(rec.FETCH, f'cannot resolve host: {_short(e)}')
+  if isinstance(e, exc.NewConnectionError):
+    # urllib3 makes this a ConnectTimeoutError subclass, but a refused or
+    # unreachable host did not time out.
+    return FetchError(rec.FETCH, f'cannot connect: {_short(e)}', True)
   if isinstance(e, (exc.TimeoutError, socket.timeout, TimeoutError)):
     return FetchError(rec.TIMEOUT, f'timed out: {_short(e)}', True)
   if isinstance(e, exc.LocationValueError):
     return FetchError(rec.BAD_LINE, f'invalid URL: {e}')
-  if isinstance(e, exc.NameResolutionError):
-    return FetchError(rec.FETCH, f'cannot resolve host: {_short(e)}')
   return FetchError(rec.FETCH, f'{type(e).__name__}: {_short(e)}', True)
 
 

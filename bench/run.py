@@ -36,7 +36,7 @@ same corpus (child rusage from ``os.wait4``: CPU time, peak RSS):
      decode_image`` with ``DecodeConfig(size=(224, 224))`` on one thread (per
      core) and on one thread per core (all cores); also fetch alone, a plain
      PIL open/convert/resize, and the cost of formatting one PAI result line
-     (``transforms.format.format_record``, 1000 class probabilities);
+     (``transforms.format.Formatter``, 1000 class probabilities);
   c. shared-core ceiling = 1 / (1/model + 1/(cores x decode_per_core)): the
      rate if every core-second went either to the model or to decoding;
   d. naive: a plain Python loop (PIL open, convert RGB, resize 224, one image
@@ -569,7 +569,7 @@ def child_decode_ceiling(arg: dict) -> dict:
   from PIL import Image  # pylint: disable=import-outside-toplevel
   from transforms.decode import DecodeConfig, decode_image  # pylint: disable=import-outside-toplevel
   from transforms.fetch import Fetcher  # pylint: disable=import-outside-toplevel
-  from transforms.format import format_record  # pylint: disable=import-outside-toplevel
+  from transforms.format import Formatter  # pylint: disable=import-outside-toplevel
   from transforms.record import Record  # pylint: disable=import-outside-toplevel
 
   paths = Path(arg['filelist']).read_text().split()
@@ -616,10 +616,11 @@ def child_decode_ceiling(arg: dict) -> dict:
   probs = np.random.default_rng(0).dirichlet(np.ones(1000)).astype(np.float32)
   labels = [f'class_{i:04d}' for i in range(1000)]
   done = Record(line=paths[0].encode(), source=paths[0], probs=probs)
-  calls, wall, _ = _timed_loop(lambda: format_record(done, labels),
+  formatter = Formatter(labels)
+  calls, wall, _ = _timed_loop(lambda: formatter(done),
                                min(1.0, arg['seconds']), min_calls=50)
   out['format_line_ms'] = 1000 * wall / calls
-  out['line_bytes'] = len(format_record(done, labels)[1])
+  out['line_bytes'] = len(formatter(done)[1])
   import PIL  # pylint: disable=import-outside-toplevel
   out['pillow_version'] = PIL.__version__
   return out

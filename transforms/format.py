@@ -1,6 +1,7 @@
 """Output lines in EasyVision's format: ``<input line>, <JSON>``."""
 import json
-from typing import Optional, Sequence, Tuple
+import operator
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -12,6 +13,7 @@ def labels_for(labels: Optional[Sequence[str]], width: int) -> Sequence[str]:
 
 
 def result_json(probs: np.ndarray, labels: Optional[Sequence[str]]) -> dict:
+  """The result as a dict (the reference the fast formatter must match)."""
   names = labels_for(labels, len(probs))
   if len(names) != len(probs):
     raise ValueError(
@@ -26,22 +28,61 @@ def result_json(probs: np.ndarray, labels: Optional[Sequence[str]]) -> dict:
   }
 
 
+class Formatter:
+  """Formats records for one label set.
+
+  A 1000-class result through json.dumps took 1.75 ms, a fifth of a core at
+  ev-predict's rate: here each label is JSON-encoded once and the scores are
+  written in C loops (float.__repr__ is what json uses), byte for byte the
+  same text as json.dumps(result_json(...), ensure_ascii=False)."""
+
+  def __init__(self, labels: Optional[Sequence[str]]):
+    self._labels = labels
+    self._by_width: Dict[int, Optional[Tuple[List[str], List[str]]]] = {}
+
+  def _keys(self, width: int):
+    """(JSON-encoded names, '"name": ' prefixes), or None where duplicate
+    names make a JSON object keep only the last (json.dumps decides)."""
+    if width not in self._by_width:
+      names = labels_for(self._labels, width)
+      if len(names) != width:
+        raise ValueError(
+            f'model returned {width} scores for {len(names)} labels')
+      encoded = [json.dumps(n, ensure_ascii=False) for n in names]
+      self._by_width[width] = (
+          (encoded, [e + ': ' for e in encoded])
+          if len(set(names)) == len(names) else None)
+    return self._by_width[width]
+
+  def result(self, probs: np.ndarray) -> str:
+    keys = self._keys(len(probs))
+    if keys is None:
+      return json.dumps(result_json(probs, self._labels), ensure_ascii=False,
+                        allow_nan=False)
+    encoded, prefixes = keys
+    best = int(np.argmax(probs))
+    scores = ', '.join(map(operator.add, prefixes, map(
+        float.__repr__, probs.astype(np.float64).tolist())))
+    return (f'{{"class": {best}, "class_name": {encoded[best]}, '
+            f'"class_probs": {{{scores}}}}}')
+
+  def __call__(self, record: Record) -> Tuple[str, bytes]:
+    """(outcome, output line without newline): outcome is 'ok' for the
+    result file, else the error kind for the error file."""
+    if record.ok:
+      try:
+        probs = np.asarray(record.probs, dtype=np.float32).reshape(-1)
+        if not np.isfinite(probs).all():
+          raise ValueError('model returned NaN or infinite scores')
+        return 'ok', record.line + b', ' + self.result(probs).encode('utf-8')
+      except ValueError as e:
+        record = record.fail(INFERENCE, str(e))
+    return record.error, record.line + b', ' + json.dumps(
+        {'error': record.error, 'message': record.message or ''},
+        ensure_ascii=False, allow_nan=False).encode('utf-8')
+
+
 def format_record(record: Record,
                   labels: Optional[Sequence[str]]) -> Tuple[str, bytes]:
-  """(outcome, output line without newline): outcome is 'ok' for the result
-  file, else the error kind for the error file."""
-  if record.ok:
-    try:
-      probs = np.asarray(record.probs, dtype=np.float32)
-      if not np.isfinite(probs).all():
-        raise ValueError('model returned NaN or infinite scores')
-      return 'ok', _line(record, result_json(probs, labels))
-    except ValueError as e:
-      record = record.fail(INFERENCE, str(e))
-  return record.error, _line(
-      record, {'error': record.error, 'message': record.message or ''})
-
-
-def _line(record: Record, body: dict) -> bytes:
-  return record.line + b', ' + json.dumps(
-      body, ensure_ascii=False, allow_nan=False).encode('utf-8')
+  """One record (a Formatter keeps the label encoding between records)."""
+  return Formatter(labels)(record)

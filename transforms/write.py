@@ -18,7 +18,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.format import format_record
+from transforms.format import Formatter
 from transforms.record import Record
 
 _LOG = logging.getLogger(__name__)
@@ -88,13 +88,14 @@ class _FormatFn(beam.DoFn):
     self._progress_every = progress_every
 
   def setup(self):
+    self._format = Formatter(self._labels)
     self._ok = Metrics.counter('ev_predict', 'succeeded')
     self._failed = Metrics.counter('ev_predict', 'failed')
     self._seen = {'ok': 0, 'failed': 0}
     self._started = self._last = time.monotonic()
 
   def process(self, record: Record):
-    outcome, line = format_record(record, self._labels)
+    outcome, line = self._format(record)
     if outcome == 'ok':
       self._ok.inc()
       self._seen['ok'] += 1

@@ -879,6 +879,9 @@ def compute_ratios(results: dict) -> dict:
       if key in ok and ev.get('marginal_cpu_ms_per_img', 0) > 0:
         ratios[f'CPU ms per image: {key} / ev-predict'] = \
             ok[key]['marginal_cpu_ms_per_img'] / ev['marginal_cpu_ms_per_img']
+  if ok.get('ev-predict-sync'):
+    ratios['ev-predict / same with the model on the bundle thread'] = \
+        ev['marginal_img_s'] / ok['ev-predict-sync']['marginal_img_s']
   tf_ev = ok.get('ev-predict-tf')
   if tf_ev:
     for key in ('naive', 'beam-example'):
@@ -1181,6 +1184,8 @@ def print_table(results: dict) -> None:
                    c['cpu_floor_ms_per_img' + suffix], None, None))
   labels = {'naive': 'd. naive loop', 'beam-example': 'e. beam-example',
             'ev-predict': 'f. ev-predict',
+            'ev-predict-sync': 'g. ev-predict, model on the bundle thread '
+                               '(-Dinference_ahead=0: RunInference)',
             'ev-predict-tf': 'g. ev-predict, -Dbackend=tensorflow',
             'ev-predict-tiny': 'g. ev-predict, tiny model',
             'ev-predict-2workers': 'g. ev-predict, num_worker=2'}
@@ -1210,7 +1215,8 @@ def print_table(results: dict) -> None:
         'ms/img: CPU time per image (marginal for d-g); others: share of the '
         'machine other processes used meanwhile (noise); (noisy): slope from '
         '< 5 s of extra work or others >= 25%')
-  for key in ('ev-predict', 'ev-predict-tf', 'ev-predict-tiny',
+  for key in ('ev-predict', 'ev-predict-sync', 'ev-predict-tf',
+              'ev-predict-tiny',
               'ev-predict-2workers'):
     if v.get(key, {}).get('job_marginal_img_s'):
       print(f'  {key}: marginal img/s by its own job clock (no interpreter '
@@ -1232,7 +1238,8 @@ def draw_chart(results: dict, path: Path) -> str:
     if c.get('shared_core_img_s' + suffix):
       bars.append((f'shared-core ceiling {name}',
                    c['shared_core_img_s' + suffix]))
-  for key in ('naive', 'beam-example', 'ev-predict', 'ev-predict-tf',
+  for key in ('naive', 'beam-example', 'ev-predict', 'ev-predict-sync',
+              'ev-predict-tf',
               'ev-predict-tiny', 'ev-predict-2workers'):
     r = results['variants'].get(key)
     rate = (r or {}).get('marginal_img_s')
@@ -1406,6 +1413,8 @@ def main(argv=None) -> int:
   plan = [('naive', 'naive', (), '', model),
           ('beam-example', 'beam', (), '', model),
           ('ev-predict', 'ev', (), '', model),
+          ('ev-predict-sync', 'diagnostics', ('-Dinference_ahead=0',),
+           '-sync', model),
           ('ev-predict-tf', 'diagnostics', ('-Dbackend=tensorflow',), '-tf',
            model),
           ('ev-predict-tiny', 'diagnostics', (), '-tiny', 'tiny'),

@@ -45,6 +45,8 @@ same corpus (child rusage from ``os.wait4``: CPU time, peak RSS):
      (ReadFromText -> Map PIL preprocessing -> RunInference(KeyedModelHandler(
      a small ModelHandler over tf.saved_model.load)) with default batching ->
      Map format -> WriteToText) on the FnApiRunner that ev-predict uses;
+     beam-example-ov: the same with the model compiled by OpenVINO as
+     ev-predict's backend compiles it (the same-backend comparison);
   f. ev-predict: the console script as a user runs it, default options.
 
   d/e/f write the same PAI-format line (all 1000 class probabilities), so the
@@ -662,8 +664,11 @@ def child_naive(arg: dict) -> dict:
 
 # --- e. Beam-example baseline ----------------------------------------------
 
-def _beam_example_pipeline(p, filelist: str, model: str, output: str):
-  """Shaped like Beam's examples/inference/*_image_classification.py."""
+def _beam_example_pipeline(p, filelist: str, model: str, output: str,
+                           backend: str = 'tensorflow'):
+  """Shaped like Beam's examples/inference/*_image_classification.py.
+  backend 'openvino': the same model through OpenVINO, compiled as
+  ev-predict's backend compiles it (f32), for a same-backend comparison."""
   import apache_beam as beam
   import numpy as np
   from apache_beam.ml.inference.base import (KeyedModelHandler, ModelHandler,
@@ -678,13 +683,19 @@ def _beam_example_pipeline(p, filelist: str, model: str, output: str):
       self._path = path
 
     def load_model(self):
+      if backend == 'openvino':
+        import openvino as ov
+        compiled = ov.Core().compile_model(
+            ov.convert_model(self._path), 'CPU',
+            {'INFERENCE_PRECISION_HINT': 'f32', 'PERFORMANCE_HINT': 'LATENCY',
+             'NUM_STREAMS': 1})
+        return lambda x: compiled(x)[compiled.output(0)]
       import tensorflow as tf
-      return tf.saved_model.load(self._path).signatures['serving_default']
+      signature = tf.saved_model.load(self._path).signatures['serving_default']
+      return lambda x: next(iter(signature(tf.constant(x)).values())).numpy()
 
     def run_inference(self, batch, model, inference_args=None):
-      import tensorflow as tf
-      out = model(tf.constant(np.stack(batch)))
-      probs = next(iter(out.values())).numpy()
+      probs = model(np.stack(batch))
       return [PredictionResult(x, y) for x, y in zip(batch, probs)]
 
   def read_image(path):
@@ -724,14 +735,19 @@ def fn_api_runner(options):
       beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
 
 
-def child_beam_example(arg: dict) -> dict:
+def child_beam_example(arg: dict, backend: str = 'tensorflow') -> dict:
   import apache_beam as beam
   from apache_beam.options.pipeline_options import PipelineOptions
   options = PipelineOptions([])
   with beam.Pipeline(runner=fn_api_runner(options), options=options) as p:
-    _beam_example_pipeline(p, arg['filelist'], arg['model'], arg['output'])
+    _beam_example_pipeline(p, arg['filelist'], arg['model'], arg['output'],
+                           backend)
   with open(arg['output']) as f:
     return {'images': sum(1 for _ in f)}
+
+
+def child_beam_example_openvino(arg: dict) -> dict:
+  return child_beam_example(arg, 'openvino')
 
 
 def child_list_memory(arg: dict) -> dict:
@@ -760,6 +776,7 @@ CHILDREN = {
     'decode-ceiling': child_decode_ceiling,
     'naive': child_naive,
     'beam-example': child_beam_example,
+    'beam-example-ov': child_beam_example_openvino,
 }
 
 
@@ -879,9 +896,9 @@ def compute_ratios(results: dict) -> dict:
       if key in ok and ev.get('marginal_cpu_ms_per_img', 0) > 0:
         ratios[f'CPU ms per image: {key} / ev-predict'] = \
             ok[key]['marginal_cpu_ms_per_img'] / ev['marginal_cpu_ms_per_img']
-  if ok.get('ev-predict-sync'):
-    ratios['ev-predict / same with the model on the bundle thread'] = \
-        ev['marginal_img_s'] / ok['ev-predict-sync']['marginal_img_s']
+  if ok.get('beam-example-ov'):
+    ratios['ev-predict / beam-example-ov (same backend)'] = \
+        ev['marginal_img_s'] / ok['beam-example-ov']['marginal_img_s']
   tf_ev = ok.get('ev-predict-tf')
   if tf_ev:
     for key in ('naive', 'beam-example'):
@@ -1183,9 +1200,8 @@ def print_table(results: dict) -> None:
                    c['cpu_shared_core_img_s' + suffix], None, None,
                    c['cpu_floor_ms_per_img' + suffix], None, None))
   labels = {'naive': 'd. naive loop', 'beam-example': 'e. beam-example',
+            'beam-example-ov': 'e. beam-example, OpenVINO f32',
             'ev-predict': 'f. ev-predict',
-            'ev-predict-sync': 'g. ev-predict, model on the bundle thread '
-                               '(-Dinference_ahead=0: RunInference)',
             'ev-predict-tf': 'g. ev-predict, -Dbackend=tensorflow',
             'ev-predict-tiny': 'g. ev-predict, tiny model',
             'ev-predict-2workers': 'g. ev-predict, num_worker=2'}
@@ -1215,8 +1231,7 @@ def print_table(results: dict) -> None:
         'ms/img: CPU time per image (marginal for d-g); others: share of the '
         'machine other processes used meanwhile (noise); (noisy): slope from '
         '< 5 s of extra work or others >= 25%')
-  for key in ('ev-predict', 'ev-predict-sync', 'ev-predict-tf',
-              'ev-predict-tiny',
+  for key in ('ev-predict', 'ev-predict-tf', 'ev-predict-tiny',
               'ev-predict-2workers'):
     if v.get(key, {}).get('job_marginal_img_s'):
       print(f'  {key}: marginal img/s by its own job clock (no interpreter '
@@ -1238,7 +1253,7 @@ def draw_chart(results: dict, path: Path) -> str:
     if c.get('shared_core_img_s' + suffix):
       bars.append((f'shared-core ceiling {name}',
                    c['shared_core_img_s' + suffix]))
-  for key in ('naive', 'beam-example', 'ev-predict', 'ev-predict-sync',
+  for key in ('naive', 'beam-example', 'beam-example-ov', 'ev-predict',
               'ev-predict-tf',
               'ev-predict-tiny', 'ev-predict-2workers'):
     r = results['variants'].get(key)
@@ -1412,9 +1427,8 @@ def main(argv=None) -> int:
 
   plan = [('naive', 'naive', (), '', model),
           ('beam-example', 'beam', (), '', model),
+          ('beam-example-ov', 'beam', (), '', model),
           ('ev-predict', 'ev', (), '', model),
-          ('ev-predict-sync', 'diagnostics', ('-Dinference_ahead=0',),
-           '-sync', model),
           ('ev-predict-tf', 'diagnostics', ('-Dbackend=tensorflow',), '-tf',
            model),
           ('ev-predict-tiny', 'diagnostics', (), '-tiny', 'tiny'),

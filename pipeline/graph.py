@@ -52,7 +52,6 @@ class JobPlan:
   backend: str
   precision: str
   accelerator: Optional[str]
-  inference_ahead: int = 2
 
 
 def _given(o: EvPredictOptions, oss: OssOptions):
@@ -101,7 +100,6 @@ def check_parameters(params: Mapping[str, str]) -> List[str]:
                'max_image_pixels', 'cpuRequired'):
     at_least(name, 1, 'must be at least 1')
   at_least('fetch_retries', 0, 'must be >= 0')
-  at_least('inference_ahead', 0, 'must be >= 0')
   if typed.get('fetch_timeout', 1) <= 0:
     errors.append(f'-Dfetch_timeout must be > 0, not '
                   f'{params["fetch_timeout"]!r}')
@@ -217,7 +215,6 @@ def plan(options: EvPredictOptions) -> JobPlan:
       precision=o.precision,
       accelerator=(f'type:{o.gpu_type};count:{-(-o.gpuRequired // 100)};'
                    'install-nvidia-driver') if o.gpuRequired > 0 else None,
-      inference_ahead=o.inference_ahead,
   )
 
 
@@ -297,8 +294,7 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
           threads=job.decode_threads,
           in_flight=max(job.decode_threads * 2, job.batch_size * 2),
           error_kind=rec.DECODE))
-      | 'Classify' >> (inference.Classify(handler, job.inference_ahead)
-                       if job.inference_ahead else RunInference(handler))
+      | 'Classify' >> RunInference(handler)
       | 'WriteOutputs' >> WriteOutputs(
           job.paths, job.labels, lines_read, job.run_id, job.started_at,
           extra_summary={

@@ -66,9 +66,6 @@ PARAMETERS: Dict[str, Tuple[type, object, str]] = {
                                'loopback/private addresses (untrusted lists).'),
     'jpeg_draft': (str, 'true', 'Decode JPEGs at reduced scale when larger '
                    'than the model input.'),
-    'inference_ahead': (int, 2, 'Batches queued for the model thread, which '
-                        'runs while the rest of the job goes on; 0: Beam '
-                        'RunInference, the model on the bundle thread.'),
     'max_restarts': (int, 2, 'Local worker processes (num_worker > 1): '
                      'rerun the job this many times when one dies; on a '
                      'cluster its restart strategy applies.'),

@@ -6,21 +6,14 @@ The signature alone decides what the model is fed, so no configuration is needed
 for the common cases: uint8 [N,H,W,3] gets resized RGB pixels, float32
 [N,H,W,3] gets pixels scaled as documented, string [N] gets the encoded bytes.
 """
-import collections
-import concurrent.futures
 import dataclasses
 import logging
-import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
-from apache_beam.utils import shared
-from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import backends
 from transforms import record as rec
@@ -299,10 +292,6 @@ class SavedModelHandler(ModelHandler[Record, Record, LoadedModel]):
     # Callable that returns a local directory for the model (OSS caches it).
     self._local_model_path = local_model_path
 
-  @property
-  def batch_size(self) -> int:
-    return self._batch_size
-
   def load_model(self) -> LoadedModel:
     if self._threads:
       import tensorflow as tf  # pylint: disable=import-outside-toplevel
@@ -367,110 +356,3 @@ class SavedModelHandler(ModelHandler[Record, Record, LoadedModel]):
 
   def get_metrics_namespace(self) -> str:
     return 'ev_predict'
-
-
-class _Batch(beam.DoFn):
-  """Records -> lists of batch_size records (the last of a bundle shorter).
-  Failed records ride along: run_inference passes them through."""
-
-  def __init__(self, batch_size: int):
-    self._size = batch_size
-
-  def start_bundle(self):
-    self._rows = []
-
-  def process(self, record: Record, window=beam.DoFn.WindowParam,
-              timestamp=beam.DoFn.TimestampParam):
-    self._rows.append(record)
-    self._where = (timestamp, window)
-    if len(self._rows) >= self._size:
-      rows, self._rows = self._rows, []
-      yield rows
-
-  def finish_bundle(self):
-    if self._rows:
-      timestamp, window = self._where
-      rows, self._rows = self._rows, []
-      yield WindowedValue(rows, timestamp, [window])
-
-
-class _InferAhead(beam.DoFn):
-  """Runs the handler's model on its own thread, one batch at a time, while
-  the bundle's thread goes on (next lines, formatting and writing results):
-  the model releases the GIL, so the two overlap instead of taking turns.
-  At most `ahead` batches wait; results leave in input order."""
-
-  def __init__(self, handler: 'SavedModelHandler', ahead: int = 2):
-    self._handler = handler
-    self._ahead = ahead
-    self._shared = shared.Shared()
-
-  def setup(self):
-    # One model per worker process, whatever the number of DoFn instances.
-    self._model = self._shared.acquire(self._handler.load_model)
-    self._pool = concurrent.futures.ThreadPoolExecutor(
-        1, thread_name_prefix='ev-predict-model')
-    self._pending = collections.deque()
-    self._latency = Metrics.distribution('ev_predict',
-                                         'inference_batch_latency_ms')
-    self._batches = Metrics.counter('ev_predict', 'inference_batches')
-
-  def start_bundle(self):
-    self._pending.clear()
-
-  def _infer(self, rows: List[Record]) -> List[Record]:
-    started = time.monotonic()
-    try:
-      out = list(self._handler.run_inference(rows, self._model))
-    except Exception as e:  # pylint: disable=broad-except
-      out = [r.fail(rec.INFERENCE, f'{type(e).__name__}: {e}') if r.ok
-             else r for r in rows]
-    self._latency.update(int(1000 * (time.monotonic() - started)))
-    self._batches.inc()
-    return out
-
-  def process(self, rows, window=beam.DoFn.WindowParam,
-              timestamp=beam.DoFn.TimestampParam):
-    if any(r.ok for r in rows):
-      future = self._pool.submit(self._infer, rows)
-    else:  # nothing for the model: no need to queue behind it
-      future = concurrent.futures.Future()
-      future.set_result(rows)
-    self._pending.append((future, timestamp, window))
-    while self._pending and (len(self._pending) > self._ahead or
-                             self._pending[0][0].done()):
-      yield from self._emit(self._pending.popleft())
-
-  def finish_bundle(self):
-    while self._pending:
-      yield from self._emit(self._pending.popleft())
-
-  def teardown(self):
-    pool = getattr(self, '_pool', None)
-    if pool is not None:
-      pool.shutdown(wait=False, cancel_futures=True)
-
-  @staticmethod
-  def _emit(entry):
-    future, timestamp, window = entry
-    for record in future.result():
-      yield WindowedValue(record, timestamp, [window])
-
-
-class Classify(beam.PTransform):
-  """PCollection[Record] -> PCollection[Record], every record out once:
-  batches of the handler's size through its model, run ahead of the rest of
-  the bundle (Beam's RunInference calls the model on the bundle's own
-  thread, so nothing else ran while it did)."""
-
-  def __init__(self, handler: 'SavedModelHandler', ahead: int = 2):
-    super().__init__()
-    self._handler = handler
-    self._ahead = ahead
-
-  def expand(self, records):
-    hints = self._handler.get_resource_hints()
-    return (records
-            | 'Batch' >> beam.ParDo(_Batch(self._handler.batch_size))
-            | 'Infer' >> beam.ParDo(_InferAhead(
-                self._handler, self._ahead)).with_resource_hints(**hints))

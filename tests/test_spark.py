@@ -21,7 +21,7 @@ import urllib.request
 import pytest
 
 from pipeline import cli, submit
-from tests.conftest import write_image
+from tests.conftest import OSS_ID, OSS_SECRET, write_image
 from tests.helpers import read_lines, split_output_line
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -126,7 +126,12 @@ def spark_cluster(tmp_path_factory):
              SPARK_MASTER_PORT=str(_free_port()),
              SPARK_MASTER_WEBUI_PORT=str(_free_port()),
              SPARK_WORKER_WEBUI_PORT='0',
-             SPARK_WORKERS='2', SPARK_WORKER_CORES='1')
+             SPARK_WORKERS='2', SPARK_WORKER_CORES='1',
+             # Executors (and their SDK workers) read OSS credentials from
+             # the environment they inherit (the OSS test server's).
+             OSS_ACCESS_KEY_ID=OSS_ID, OSS_ACCESS_KEY_SECRET=OSS_SECRET,
+             OSS_CONFIG_FILE=str(tmp_path_factory.mktemp('no-ossutil') / 'x'),
+             EV_PREDICT_CACHE=str(tmp_path_factory.mktemp('worker-cache')))
   _script('setup', env, 1200)
   try:
     _script('start', env, 300)
@@ -241,3 +246,40 @@ def test_submit_spark_template(tmp_path, model_dirs, spark_cluster,
   assert len(read_lines(out)) == 6
   assert [split_output_line(l)[1]['error']
           for l in read_lines(f'{out}.errors')] == ['not_found']
+
+
+@needs_cluster
+def test_oss_job_on_spark_never_shows_the_secret(tmp_path, model_dirs,
+                                                oss_env, spark_cluster,
+                                                monkeypatch):
+  """Model, list and output on OSS, SDK workers at DEBUG: the secret (in the
+  launcher's and the Spark workers' environments) appears in no output and
+  no launcher, master, worker or executor log."""
+  from tests.test_oss import EV_PREDICT, _job_inputs
+  server = oss_env
+  monkeypatch.chdir(ROOT)
+  _job_inputs(tmp_path, server, model_dirs)
+  argv = ['-Dmodel_path=oss://models/m/uint8',
+          '-Dinput_oss_file=oss://data/lists/list.txt',
+          '-Doutput_oss_file=oss://out/spark-leak/result.txt',
+          f'-DossHost={server.endpoint}', '-Dmax_error_ratio=1',
+          '--default_sdk_harness_log_level=DEBUG'] + spark_cluster.flags
+  proc = subprocess.run([EV_PREDICT] + argv, capture_output=True,
+                        timeout=600, check=False, cwd=ROOT)
+  if proc.returncode:
+    print(spark_cluster.logs())
+  assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+  results = server.get('out', 'spark-leak/result.txt').splitlines()
+  errors = server.get('out', 'spark-leak/result.txt.errors').splitlines()
+  assert len(results) == 12 and len(errors) == 2
+
+  secret = OSS_SECRET.encode()
+  assert secret not in proc.stdout + proc.stderr
+  for key in server.keys('out'):
+    assert secret not in server.get('out', key), key
+  texts = {str(p.relative_to(spark_cluster.run_dir)): p.read_bytes()
+           for p in spark_cluster.run_dir.rglob('*')
+           if p.is_file() and p.suffix != '.jar' and
+           p.stat().st_size < 64 << 20}
+  assert any(b'DEBUG' in t for t in texts.values())  # workers logged, verbosely
+  assert not [name for name, t in texts.items() if secret in t]

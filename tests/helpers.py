@@ -38,3 +38,15 @@ def run_job(tmp_path, lines, model_path, name='job', raw=None, **params):
                '.shards-' in n]
   assert not leftovers, leftovers
   return results, errors, summary
+
+
+def assert_each_line_once(out, lines, summary, error_kinds):
+  """The result and error files at out hold every line of lines exactly
+  once, the errors being of error_kinds (sorted), and the job agrees."""
+  results, errors = read_lines(out), read_lines(f'{out}.errors')
+  names = [split_output_line(l)[0].decode() for l in results + errors]
+  assert sorted(names) == sorted(lines)
+  assert sorted(split_output_line(l)[1]['error'] for l in errors) == \
+      sorted(error_kinds)
+  assert summary['accounting_ok'] and summary['lines_read'] == len(lines)
+  assert summary['succeeded'] == len(results)

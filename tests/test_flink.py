@@ -12,17 +12,17 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import threading
-import time
 import urllib.request
 
 import pytest
 
 from pipeline import cli
+from tests.cluster import (free_port, mixed_file_list,
+                           run_oss_job_keeping_the_secret)
 from tests.conftest import OSS_ID, OSS_SECRET, write_image
-from tests.helpers import read_lines, split_output_line
+from tests.helpers import assert_each_line_once, read_lines, split_output_line
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / 'scripts' / 'flink-cluster.sh'
@@ -34,12 +34,6 @@ pytestmark = [
                'Java, Maven, ~400 MB of downloads on first use, ~2 min)'),
     pytest.mark.timeout(1200),
 ]
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
 
 
 def _script(command, env, timeout):
@@ -81,8 +75,8 @@ def flink_cluster(tmp_path_factory):
   env = dict(os.environ)
   # Its own run directory and ports: a developer's cluster may be running.
   env.update(FLINK_RUN_DIR=str(tmp_path_factory.mktemp('flink-run')),
-             FLINK_REST_PORT=str(_free_port()),
-             FLINK_RPC_PORT=str(_free_port()),
+             FLINK_REST_PORT=str(free_port()),
+             FLINK_RPC_PORT=str(free_port()),
              # Jobs use 2; the third lets a job survive a lost TaskManager
              # (test_killed_taskmanager_job_still_exactly_once, run last).
              FLINK_TASKMANAGERS='3', FLINK_TASK_SLOTS='1',
@@ -100,29 +94,6 @@ def flink_cluster(tmp_path_factory):
                    capture_output=True, check=False)
 
 
-def _file_list(tmp_path, http_server):
-  """(lines, expected number of results, expected error kinds)."""
-  images = tmp_path / 'images'
-  images.mkdir()
-  lines = [write_image(images / f'img{i}.{ext}', 300 + i, size=(30 + i, 24),
-                       fmt=fmt)
-           for i, (ext, fmt) in enumerate(
-               [('jpg', None), ('png', None), ('webp', 'WEBP'),
-                ('bmp', None)] * 4)]
-  lines.append(lines[0])  # a duplicate line gives two records
-  # Relative to the repository root: the working directory of the SDK
-  # workers, and of the DirectRunner run below.
-  lines += ['examples/data/images/digit_00_label-two.png',
-            'examples/data/images/digit_05_label-seven.webp']
-  write_image(f'{http_server.root}/web.png', 399)
-  lines.append(f'{http_server.base}/web.png')
-  (images / 'text.jpg').write_text('not an image')
-  bad = {str(images / 'text.jpg'): 'decode',
-         str(images / 'missing.jpg'): 'not_found',
-         f'{http_server.base}/status/404': 'not_found'}
-  return lines + list(bad), len(lines), sorted(bad.values())
-
-
 def _run(argv, out):
   summary = cli.run(argv + [f'-Doutput_oss_file={out}'])
   return read_lines(out), read_lines(f'{out}.errors'), summary
@@ -131,7 +102,7 @@ def _run(argv, out):
 def test_flink_matches_direct_runner(tmp_path, model_dirs, http_server,
                                      flink_cluster, monkeypatch):
   monkeypatch.chdir(ROOT)
-  lines, n_ok, bad_kinds = _file_list(tmp_path, http_server)
+  lines, n_ok, bad_kinds = mixed_file_list(tmp_path, http_server)
   listing = tmp_path / 'list.txt'
   listing.write_text(''.join(l + '\n' for l in lines), encoding='utf-8')
   common = [f'-Dmodel_path={model_dirs["uint8"]}',
@@ -215,31 +186,12 @@ def test_oss_job_on_flink_never_shows_the_secret(tmp_path, model_dirs,
   """Model, list and output on OSS, SDK workers at DEBUG: the secret (in the
   launcher's and the TaskManagers' environments) appears in no output, no
   launcher or cluster log, and not in the job's configuration on Flink."""
-  from tests.test_oss import EV_PREDICT, _job_inputs
-  server = oss_env
   monkeypatch.chdir(ROOT)
-  _job_inputs(tmp_path, server, model_dirs)
   before = flink_cluster.finished_jobs()
-  argv = ['-Dmodel_path=oss://models/m/uint8',
-          '-Dinput_oss_file=oss://data/lists/list.txt',
-          '-Doutput_oss_file=oss://out/flink-leak/result.txt',
-          f'-DossHost={server.endpoint}', '-Dmax_error_ratio=1',
-          '-Dnum_worker=2', '--default_sdk_harness_log_level=DEBUG'
-          ] + [f for f in flink_cluster.flags
-               if not f.startswith('--default_sdk_harness_log_level')]
-  proc = subprocess.run([EV_PREDICT] + argv, capture_output=True,
-                        timeout=600, check=False, cwd=ROOT)
-  if proc.returncode:
-    print(flink_cluster.logs())
-  assert proc.returncode == 0, proc.stderr.decode()[-3000:]
-  results = server.get('out', 'flink-leak/result.txt').splitlines()
-  errors = server.get('out', 'flink-leak/result.txt.errors').splitlines()
-  assert len(results) == 12 and len(errors) == 2
-
+  run_oss_job_keeping_the_secret(tmp_path, oss_env, model_dirs, 'flink-leak',
+                                 flink_cluster.flags, ROOT,
+                                 flink_cluster.logs)
   secret = OSS_SECRET.encode()
-  assert secret not in proc.stdout + proc.stderr
-  for key in server.keys('out'):
-    assert secret not in server.get('out', key), key
   log_dir = pathlib.Path(flink_cluster.env['FLINK_RUN_DIR']) / 'log'
   logs = {p.name: p.read_bytes() for p in log_dir.iterdir() if p.is_file()}
   assert any(b'DEBUG' in text for name, text in logs.items()
@@ -344,12 +296,7 @@ def test_killed_taskmanager_job_still_exactly_once(tmp_path, model_dirs,
     thread.join()
   assert killed, 'the job ended before a TaskManager could be killed'
 
-  assert summary['accounting_ok'] and summary['lines_read'] == 201
-  results, errors = read_lines(out), read_lines(f'{out}.errors')
-  names = [split_output_line(l)[0].decode() for l in results + errors]
-  assert sorted(names) == sorted(lines)           # each line exactly once
-  assert len(results) == 200
-  assert [split_output_line(l)[1]['error'] for l in errors] == ['not_found']
+  assert_each_line_once(out, lines, summary, ['not_found'])
   assert not list(out.parent.glob('*.shards-*'))
 
   # The job that finished is the one that lost a TaskManager on the way.

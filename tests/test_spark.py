@@ -14,13 +14,14 @@ import json
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
 import urllib.request
 
 import pytest
 
 from pipeline import cli, submit
+from tests.cluster import (free_port, mixed_file_list,
+                           run_oss_job_keeping_the_secret)
 from tests.conftest import OSS_ID, OSS_SECRET, write_image
 from tests.helpers import read_lines, split_output_line
 
@@ -35,12 +36,6 @@ needs_cluster = pytest.mark.skipif(
     reason='Spark cluster tests run with EV_PREDICT_SPARK=1 (they need Java, '
            'Maven, ~600 MB of downloads on first use, ~2 min)')
 pytestmark = pytest.mark.timeout(1200)
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
 
 
 def _script(command, env, timeout):
@@ -123,8 +118,8 @@ def spark_cluster(tmp_path_factory):
   env = _base_env()
   # Its own run directory and ports: a developer's cluster may be running.
   env.update(SPARK_RUN_DIR=str(tmp_path_factory.mktemp('spark-run')),
-             SPARK_MASTER_PORT=str(_free_port()),
-             SPARK_MASTER_WEBUI_PORT=str(_free_port()),
+             SPARK_MASTER_PORT=str(free_port()),
+             SPARK_MASTER_WEBUI_PORT=str(free_port()),
              SPARK_WORKER_WEBUI_PORT='0',
              SPARK_WORKERS='2', SPARK_WORKER_CORES='1',
              # Executors (and their SDK workers) read OSS credentials from
@@ -141,29 +136,6 @@ def spark_cluster(tmp_path_factory):
                    capture_output=True, check=False)
 
 
-def _file_list(tmp_path, http_server):
-  """(lines, expected number of results, expected error kinds)."""
-  images = tmp_path / 'images'
-  images.mkdir()
-  lines = [write_image(images / f'img{i}.{ext}', 300 + i, size=(30 + i, 24),
-                       fmt=fmt)
-           for i, (ext, fmt) in enumerate(
-               [('jpg', None), ('png', None), ('webp', 'WEBP'),
-                ('bmp', None)] * 4)]
-  lines.append(lines[0])  # a duplicate line gives two records
-  # Relative to the repository root: the working directory of the SDK
-  # workers, and of the DirectRunner run below.
-  lines += ['examples/data/images/digit_00_label-two.png',
-            'examples/data/images/digit_05_label-seven.webp']
-  write_image(f'{http_server.root}/web.png', 399)
-  lines.append(f'{http_server.base}/web.png')
-  (images / 'text.jpg').write_text('not an image')
-  bad = {str(images / 'text.jpg'): 'decode',
-         str(images / 'missing.jpg'): 'not_found',
-         f'{http_server.base}/status/404': 'not_found'}
-  return lines + list(bad), len(lines), sorted(bad.values())
-
-
 def _run(argv, out):
   summary = cli.run(argv + [f'-Doutput_oss_file={out}'])
   return read_lines(out), read_lines(f'{out}.errors'), summary
@@ -173,7 +145,7 @@ def _run(argv, out):
 def test_spark_matches_direct_runner(tmp_path, model_dirs, http_server,
                                      spark_cluster, monkeypatch):
   monkeypatch.chdir(ROOT)
-  lines, n_ok, bad_kinds = _file_list(tmp_path, http_server)
+  lines, n_ok, bad_kinds = mixed_file_list(tmp_path, http_server)
   listing = tmp_path / 'list.txt'
   listing.write_text(''.join(l + '\n' for l in lines), encoding='utf-8')
   common = [f'-Dmodel_path={model_dirs["uint8"]}',
@@ -255,28 +227,11 @@ def test_oss_job_on_spark_never_shows_the_secret(tmp_path, model_dirs,
   """Model, list and output on OSS, SDK workers at DEBUG: the secret (in the
   launcher's and the Spark workers' environments) appears in no output and
   no launcher, master, worker or executor log."""
-  from tests.test_oss import EV_PREDICT, _job_inputs
-  server = oss_env
   monkeypatch.chdir(ROOT)
-  _job_inputs(tmp_path, server, model_dirs)
-  argv = ['-Dmodel_path=oss://models/m/uint8',
-          '-Dinput_oss_file=oss://data/lists/list.txt',
-          '-Doutput_oss_file=oss://out/spark-leak/result.txt',
-          f'-DossHost={server.endpoint}', '-Dmax_error_ratio=1',
-          '--default_sdk_harness_log_level=DEBUG'] + spark_cluster.flags
-  proc = subprocess.run([EV_PREDICT] + argv, capture_output=True,
-                        timeout=600, check=False, cwd=ROOT)
-  if proc.returncode:
-    print(spark_cluster.logs())
-  assert proc.returncode == 0, proc.stderr.decode()[-3000:]
-  results = server.get('out', 'spark-leak/result.txt').splitlines()
-  errors = server.get('out', 'spark-leak/result.txt.errors').splitlines()
-  assert len(results) == 12 and len(errors) == 2
-
+  run_oss_job_keeping_the_secret(tmp_path, oss_env, model_dirs, 'spark-leak',
+                                 spark_cluster.flags, ROOT,
+                                 spark_cluster.logs)
   secret = OSS_SECRET.encode()
-  assert secret not in proc.stdout + proc.stderr
-  for key in server.keys('out'):
-    assert secret not in server.get('out', key), key
   texts = {str(p.relative_to(spark_cluster.run_dir)): p.read_bytes()
            for p in spark_cluster.run_dir.rglob('*')
            if p.is_file() and p.suffix != '.jar' and

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline import cli
 from tests.conftest import write_image
-from tests.helpers import read_lines, run_job, split_output_line
+from tests.helpers import assert_each_line_once, run_job
 
 
 def test_one_and_two_workers_identical(tmp_path, model_dirs):
@@ -117,12 +117,7 @@ def test_killed_worker_process_reruns_and_loses_nothing(tmp_path, model_dirs,
   summary, error = _run_killing_one_worker(argv, http_server)
   assert error is None, error
   assert summary['attempts'] == 2
-  assert summary['accounting_ok'] and summary['lines_read'] == 161
-  results, errors = read_lines(out), read_lines(f'{out}.errors')
-  names = [split_output_line(l)[0].decode() for l in results + errors]
-  assert sorted(names) == sorted(lines)           # each line exactly once
-  assert len(results) == 160
-  assert [split_output_line(l)[1]['error'] for l in errors] == ['not_found']
+  assert_each_line_once(out, lines, summary, ['not_found'])
   assert _slow_hits(http_server) > 160            # the rerun fetched again
   assert not _leftovers(out.parent)
 

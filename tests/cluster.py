@@ -4,7 +4,8 @@ whose secret must show nowhere."""
 import socket
 import subprocess
 
-from tests.conftest import OSS_SECRET, write_image
+from tests.conftest import OSS_ID, OSS_SECRET, write_image
+from tests.helpers import read_lines
 
 
 def free_port() -> int:
@@ -62,3 +63,33 @@ def run_oss_job_keeping_the_secret(tmp_path, server, model_dirs, name,
   assert secret not in proc.stdout + proc.stderr
   for key in server.keys('out'):
     assert secret not in server.get('out', key), key
+
+
+def run_script(script, command, env, timeout):
+  """scripts/<x>-cluster.sh command -> its stdout; fails the test if the
+  script does."""
+  import pytest  # pylint: disable=import-outside-toplevel
+  proc = subprocess.run([str(script), command], env=env,
+                        cwd=script.parent.parent, capture_output=True,
+                        text=True, timeout=timeout, check=False)
+  if proc.returncode:
+    pytest.fail(f'{script.name} {command} failed ({proc.returncode}):\n'
+                f'{proc.stdout}\n{proc.stderr}')
+  return proc.stdout
+
+
+def worker_environment(tmp_path_factory):
+  """What a cluster's daemons pass on to SDK workers: OSS credentials (the
+  OSS test server's, as a Kubernetes secret would give them), no ossutil
+  config, a private model cache."""
+  return dict(
+      OSS_ACCESS_KEY_ID=OSS_ID, OSS_ACCESS_KEY_SECRET=OSS_SECRET,
+      OSS_CONFIG_FILE=str(tmp_path_factory.mktemp('no-ossutil') / 'x'),
+      EV_PREDICT_CACHE=str(tmp_path_factory.mktemp('worker-cache')))
+
+
+def run_and_read(argv, out):
+  """(result lines, error lines, summary) of an in-process job."""
+  from pipeline import cli  # pylint: disable=import-outside-toplevel
+  summary = cli.run(argv + [f'-Doutput_oss_file={out}'])
+  return read_lines(out), read_lines(f'{out}.errors'), summary

@@ -19,9 +19,10 @@ import urllib.request
 import pytest
 
 from pipeline import cli
-from tests.cluster import (free_port, mixed_file_list,
-                           run_oss_job_keeping_the_secret)
-from tests.conftest import OSS_ID, OSS_SECRET, write_image
+from tests.cluster import (free_port, mixed_file_list, run_and_read,
+                           run_oss_job_keeping_the_secret, run_script,
+                           worker_environment)
+from tests.conftest import OSS_SECRET, write_image
 from tests.helpers import assert_each_line_once, read_lines, split_output_line
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -37,13 +38,7 @@ pytestmark = [
 
 
 def _script(command, env, timeout):
-  proc = subprocess.run([str(SCRIPT), command], env=env, cwd=ROOT,
-                        capture_output=True, text=True, timeout=timeout,
-                        check=False)
-  if proc.returncode:
-    pytest.fail(f'flink-cluster.sh {command} failed ({proc.returncode}):\n'
-                f'{proc.stdout}\n{proc.stderr}')
-  return proc.stdout
+  return run_script(SCRIPT, command, env, timeout)
 
 
 class Cluster:
@@ -80,11 +75,7 @@ def flink_cluster(tmp_path_factory):
              # Jobs use 2; the third lets a job survive a lost TaskManager
              # (test_killed_taskmanager_job_still_exactly_once, run last).
              FLINK_TASKMANAGERS='3', FLINK_TASK_SLOTS='1',
-             # Workers read OSS credentials from their environment, as a
-             # Kubernetes secret would give them (the OSS test server's).
-             OSS_ACCESS_KEY_ID=OSS_ID, OSS_ACCESS_KEY_SECRET=OSS_SECRET,
-             OSS_CONFIG_FILE=str(tmp_path_factory.mktemp('no-ossutil') / 'x'),
-             EV_PREDICT_CACHE=str(tmp_path_factory.mktemp('worker-cache')))
+             **worker_environment(tmp_path_factory))
   _script('setup', env, 1200)
   try:
     _script('start', env, 300)
@@ -92,11 +83,6 @@ def flink_cluster(tmp_path_factory):
   finally:
     subprocess.run([str(SCRIPT), 'stop'], env=env, cwd=ROOT, timeout=120,
                    capture_output=True, check=False)
-
-
-def _run(argv, out):
-  summary = cli.run(argv + [f'-Doutput_oss_file={out}'])
-  return read_lines(out), read_lines(f'{out}.errors'), summary
 
 
 def test_flink_matches_direct_runner(tmp_path, model_dirs, http_server,
@@ -109,11 +95,11 @@ def test_flink_matches_direct_runner(tmp_path, model_dirs, http_server,
             f'-Dinput_oss_file={listing}', '-Dmax_error_ratio=1',
             '-Dnum_worker=2', '-Dbatch_size=4']
 
-  direct = _run(common, tmp_path / 'direct' / 'result.txt')
+  direct = run_and_read(common, tmp_path / 'direct' / 'result.txt')
 
   before = flink_cluster.finished_jobs()
   try:
-    flink = _run(common + flink_cluster.flags + [
+    flink = run_and_read(common + flink_cluster.flags + [
         '--parallelism=2',
         # Beam's Java runner only knows WARN (cli.py's default is WARNING).
         '--default_sdk_harness_log_level=WARN',

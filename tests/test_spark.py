@@ -20,9 +20,10 @@ import urllib.request
 import pytest
 
 from pipeline import cli, submit
-from tests.cluster import (free_port, mixed_file_list,
-                           run_oss_job_keeping_the_secret)
-from tests.conftest import OSS_ID, OSS_SECRET, write_image
+from tests.cluster import (free_port, mixed_file_list, run_and_read,
+                           run_oss_job_keeping_the_secret, run_script,
+                           worker_environment)
+from tests.conftest import OSS_SECRET, write_image
 from tests.helpers import read_lines, split_output_line
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -39,13 +40,7 @@ pytestmark = pytest.mark.timeout(1200)
 
 
 def _script(command, env, timeout):
-  proc = subprocess.run([str(SCRIPT), command], env=env, cwd=ROOT,
-                        capture_output=True, text=True, timeout=timeout,
-                        check=False)
-  if proc.returncode:
-    pytest.fail(f'spark-cluster.sh {command} failed ({proc.returncode}):\n'
-                f'{proc.stdout}\n{proc.stderr}')
-  return proc.stdout
+  return run_script(SCRIPT, command, env, timeout)
 
 
 def _base_env():
@@ -122,11 +117,7 @@ def spark_cluster(tmp_path_factory):
              SPARK_MASTER_WEBUI_PORT=str(free_port()),
              SPARK_WORKER_WEBUI_PORT='0',
              SPARK_WORKERS='2', SPARK_WORKER_CORES='1',
-             # Executors (and their SDK workers) read OSS credentials from
-             # the environment they inherit (the OSS test server's).
-             OSS_ACCESS_KEY_ID=OSS_ID, OSS_ACCESS_KEY_SECRET=OSS_SECRET,
-             OSS_CONFIG_FILE=str(tmp_path_factory.mktemp('no-ossutil') / 'x'),
-             EV_PREDICT_CACHE=str(tmp_path_factory.mktemp('worker-cache')))
+             **worker_environment(tmp_path_factory))
   _script('setup', env, 1200)
   try:
     _script('start', env, 300)
@@ -134,11 +125,6 @@ def spark_cluster(tmp_path_factory):
   finally:
     subprocess.run([str(SCRIPT), 'stop'], env=env, cwd=ROOT, timeout=120,
                    capture_output=True, check=False)
-
-
-def _run(argv, out):
-  summary = cli.run(argv + [f'-Doutput_oss_file={out}'])
-  return read_lines(out), read_lines(f'{out}.errors'), summary
 
 
 @needs_cluster
@@ -152,11 +138,11 @@ def test_spark_matches_direct_runner(tmp_path, model_dirs, http_server,
             f'-Dinput_oss_file={listing}', '-Dmax_error_ratio=1',
             '-Dnum_worker=2', '-Dbatch_size=4']
 
-  direct = _run(common, tmp_path / 'direct' / 'result.txt')
+  direct = run_and_read(common, tmp_path / 'direct' / 'result.txt')
 
   before = spark_cluster.finished_apps()
   try:
-    spark = _run(common + spark_cluster.flags,
+    spark = run_and_read(common + spark_cluster.flags,
                  tmp_path / 'spark' / 'result.txt')
   except Exception:
     print(spark_cluster.logs())

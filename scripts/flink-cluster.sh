@@ -65,6 +65,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/cluster-common.sh
+source "$ROOT/scripts/cluster-common.sh"
 FLINK_VERSION=1.19.3
 FLINK_MINOR=1.19
 BEAM_JAVA_VERSION=2.62.0
@@ -93,10 +95,6 @@ PIP=$(dirname "$PYTHON")/pip
 
 log() { echo "flink-cluster: $*" >&2; }
 die() { log "error: $*"; exit 1; }
-
-need() {
-  command -v "$1" >/dev/null 2>&1 || die "$1 not found ($2)"
-}
 
 overview() {
   curl -fsS --max-time 3 "http://127.0.0.1:$REST_PORT/overview" 2>/dev/null
@@ -317,27 +315,6 @@ restart-strategy:
 EOF
 }
 
-port_busy() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-write_sdk_worker() {
-  [[ -x $PYTHON ]] || die "$PYTHON missing: run 'make install' first"
-  # The PROCESS environment's command: a TaskManager runs it once per SDK
-  # worker (it takes no arguments of its own, so the python, the working
-  # directory and the log file are fixed here).
-  {
-    echo '#!/usr/bin/env bash'
-    echo '# Written by scripts/flink-cluster.sh start.'
-    echo "cd $(printf %q "$ROOT") || exit 1"
-    echo 'export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}'
-    echo 'export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-}'
-    printf 'exec %q %q "$@" 2>>%q\n' "$PYTHON" "$ROOT/scripts/flink-sdk-worker" \
-      "$LOGS/sdk-workers.log"
-  } >"$SDK_WORKER"
-  chmod +x "$SDK_WORKER"
-}
-
 wait_healthy() {
   local deadline=$((SECONDS + START_TIMEOUT)) json tms
   while ((SECONDS < deadline)); do
@@ -398,32 +375,6 @@ cmd_start() {
 }
 
 # ---------------------------------------------------------------- stop etc.
-
-descendants() {
-  local child
-  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do
-    echo "$child"
-    descendants "$child"
-  done
-}
-
-# "pid:start time" (field 22 of /proc/PID/stat), so a pid reused meanwhile by
-# an unrelated process is never signalled.
-proc_id() {
-  local stat
-  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
-  stat=${stat##*) }
-  echo "$1:$(cut -d' ' -f20 <<<"$stat")"
-}
-
-alive() {
-  local id out=()
-  for id in "$@"; do
-    [[ -n $id ]] || continue
-    [[ $(proc_id "${id%%:*}") == "$id" ]] && out+=("${id%%:*}")
-  done
-  echo "${out[@]:-}"
-}
 
 cmd_stop() {
   local ids=() f p c left

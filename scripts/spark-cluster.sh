@@ -73,6 +73,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/cluster-common.sh
+source "$ROOT/scripts/cluster-common.sh"
 SPARK_VERSION=3.5.9
 SCALA_BINARY=2.12
 BEAM_JAVA_VERSION=2.62.0
@@ -106,10 +108,6 @@ WORKER_CLASS=org.apache.spark.deploy.worker.Worker
 
 log() { echo "spark-cluster: $*" >&2; }
 die() { log "error: $*"; exit 1; }
-
-need() {
-  command -v "$1" >/dev/null 2>&1 || die "$1 not found ($2)"
-}
 
 master_json() {
   curl -fsS --max-time 3 "http://127.0.0.1:$MASTER_UI_PORT/json/" 2>/dev/null
@@ -328,27 +326,6 @@ logger.beam.level = info
 EOF
 }
 
-port_busy() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-write_sdk_worker() {
-  [[ -x $PYTHON ]] || die "$PYTHON missing: run 'make install' first"
-  # The PROCESS environment's command: an executor runs it once per SDK
-  # worker (it takes no arguments of its own, so the python, the working
-  # directory and the log file are fixed here).
-  {
-    echo '#!/usr/bin/env bash'
-    echo '# Written by scripts/spark-cluster.sh start.'
-    echo "cd $(printf %q "$ROOT") || exit 1"
-    echo 'export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}'
-    echo 'export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-}'
-    printf 'exec %q %q "$@" 2>>%q\n' "$PYTHON" "$ROOT/scripts/flink-sdk-worker" \
-      "$LOGS/sdk-workers.log"
-  } >"$SDK_WORKER"
-  chmod +x "$SDK_WORKER"
-}
-
 alive_workers() {
   sed -n 's/.*"aliveworkers" *: *\([0-9]*\).*/\1/p' <<<"$1"
 }
@@ -427,32 +404,6 @@ cmd_start() {
 }
 
 # ---------------------------------------------------------------- stop etc.
-
-descendants() {
-  local child
-  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do
-    echo "$child"
-    descendants "$child"
-  done
-}
-
-# "pid:start time" (field 22 of /proc/PID/stat), so a pid reused meanwhile by
-# an unrelated process is never signalled.
-proc_id() {
-  local stat
-  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
-  stat=${stat##*) }
-  echo "$1:$(cut -d' ' -f20 <<<"$stat")"
-}
-
-alive() {
-  local id out=()
-  for id in "$@"; do
-    [[ -n $id ]] || continue
-    [[ $(proc_id "${id%%:*}") == "$id" ]] && out+=("${id%%:*}")
-  done
-  echo "${out[@]:-}"
-}
 
 cmd_stop() {
   local ids=() f p c left

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from transforms.format import Formatter, format_record, result_json
+from transforms.format import Formatter, result_json
 from transforms.record import Record
 
 ODD_LABELS = ['coho1', 'ü "quoted"', 'back\\slash', 'tab\there', '\u2028',
@@ -31,7 +31,7 @@ def test_fast_formatter_writes_what_json_dumps_writes(labels):
 def test_pai_line_golden():
   record = Record(line=b'oss://bucket/img/1.jpg', source='oss://bucket/img/1.jpg',
                   probs=np.array([4.0e-10, 0.48, 5.1e-07, 0.52], np.float32))
-  outcome, line = format_record(record, ['coho1', 'coho2', 'coho3', 'coho4'])
+  outcome, line = Formatter(['coho1', 'coho2', 'coho3', 'coho4'])(record)
   assert outcome == 'ok'
   assert line == (
       b'oss://bucket/img/1.jpg, {"class": 3, "class_name": "coho4", '

@@ -80,9 +80,3 @@ class Formatter:
     return record.error, record.line + b', ' + json.dumps(
         {'error': record.error, 'message': record.message or ''},
         ensure_ascii=False, allow_nan=False).encode('utf-8')
-
-
-def format_record(record: Record,
-                  labels: Optional[Sequence[str]]) -> Tuple[str, bytes]:
-  """One record (a Formatter keeps the label encoding between records)."""
-  return Formatter(labels)(record)

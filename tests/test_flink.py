@@ -23,7 +23,8 @@ from tests.cluster import (free_port, mixed_file_list, run_and_read,
                            run_oss_job_keeping_the_secret, run_script,
                            worker_environment)
 from tests.conftest import OSS_SECRET, write_image
-from tests.helpers import assert_each_line_once, read_lines, split_output_line
+from tests.helpers import (assert_each_line_once, process_table, read_lines,
+                           split_output_line)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / 'scripts' / 'flink-cluster.sh'
@@ -190,25 +191,10 @@ def test_oss_job_on_flink_never_shows_the_secret(tmp_path, model_dirs,
   assert OSS_SECRET not in config
 
 
-def _processes():
-  """{pid: (ppid, cmdline bytes)} of every process we can read."""
-  table = {}
-  for pid in filter(str.isdigit, os.listdir('/proc')):
-    try:
-      with open(f'/proc/{pid}/cmdline', 'rb') as f:
-        cmd = f.read()
-      with open(f'/proc/{pid}/stat') as f:
-        ppid = int(f.read().rsplit(')', 1)[1].split()[1])
-    except OSError:
-      continue
-    table[int(pid)] = (ppid, cmd)
-  return table
-
-
 def _busy_taskmanagers(run_dir):
   """{TaskManager JVM pid: its descendant pids}, for this cluster's
   TaskManagers that run an SDK worker (so hold a task of a running job)."""
-  table = _processes()
+  table = process_table()
   tms = [pid for pid, (_, cmd) in table.items()
          if b'TaskManagerRunner' in cmd and run_dir.encode() in cmd]
   busy = {}

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline import cli
 from tests.conftest import write_image
-from tests.helpers import assert_each_line_once, run_job
+from tests.helpers import assert_each_line_once, process_table, run_job
 
 
 def test_one_and_two_workers_identical(tmp_path, model_dirs):
@@ -29,22 +29,15 @@ def test_one_and_two_workers_identical(tmp_path, model_dirs):
 
 def _sdk_workers():
   """Our SDK worker processes (children of this test process's children)."""
-  mine = str(os.getpid())
-  found = []
-  for pid in filter(str.isdigit, os.listdir('/proc')):
-    try:
-      with open(f'/proc/{pid}/cmdline', 'rb') as f:
-        cmd = f.read()
-      with open(f'/proc/{pid}/stat') as f:
-        ppid = f.read().rsplit(')', 1)[1].split()[1]
-      with open(f'/proc/{ppid}/stat') as f:
-        grandparent = f.read().rsplit(')', 1)[1].split()[1]
-    except OSError:
-      continue
-    if b'sdk_worker_main' in cmd and b'/bin/sh' not in cmd and (
-        mine in (ppid, grandparent)):
-      found.append(int(pid))
-  return found
+  table = process_table()
+  mine = os.getpid()
+
+  def ours(ppid):
+    return ppid == mine or table.get(ppid, (None,))[0] == mine
+
+  return [pid for pid, (ppid, cmd) in table.items()
+          if b'sdk_worker_main' in cmd and b'/bin/sh' not in cmd and
+          ours(ppid)]
 
 
 def _slow_job(tmp_path, http_server, model_path, name):

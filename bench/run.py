@@ -3,6 +3,7 @@
     .venv/bin/python bench/run.py [--sizes 200,600] [--quick]
                                   [--out build/bench/results.json]
                                   [--repeat R] [--quiet-wait S]
+                                  [--rounds R] [--paired-sizes N1,N2]
                                   [--no-profile] [--no-diagnostics]
                                   [--memory [--memory-lines 1000,100000]]
                                   [--only ceilings,naive,beam,ev]
@@ -31,7 +32,7 @@ same corpus (child rusage from ``os.wait4``: CPU time, peak RSS):
 
   a. model ceiling: the SavedModel's serving signature alone on pre-decoded
      uint8 batches of 8/16/32/64 corpus images (best img/s is the ceiling; the
-     rate at batch 32, ev-predict's default, is reported too);
+     rate at ev-predict's default batch size on this machine is reported too);
   b. decode ceiling: ``transforms.fetch.Fetcher`` + ``transforms.decode.
      decode_image`` with ``DecodeConfig(size=(224, 224))`` on one thread (per
      core) and on one thread per core (all cores); also fetch alone, a plain
@@ -48,6 +49,15 @@ same corpus (child rusage from ``os.wait4``: CPU time, peak RSS):
      beam-example-ov: the same with the model compiled by OpenVINO as
      ev-predict's backend compiles it (the same-backend comparison);
   f. ev-predict: the console script as a user runs it, default options.
+
+  paired rounds (--rounds, default 3): the headline ratio, ev-predict /
+     shared-core ceiling, measured so that the machine's drift cancels. Each
+     round measures, back to back, the ceilings (fetch+decode on one thread,
+     then the model through ev-predict's backend at every batch size, in one
+     process, each a mean rate over a 3 s window) and ev-predict at both
+     sizes (--paired-sizes, default --sizes), ceilings first in even rounds
+     and last in odd ones; the ratio is taken per round and the median round
+     reported. Both sides are throughput over a period: no best-of on either.
 
   d/e/f write the same PAI-format line (all 1000 class probabilities), so the
   output work is equal. Each runs at both corpus sizes N1 < N2; reported:
@@ -93,7 +103,7 @@ our own CPU time), shown in the table's "others" column. Before each child
 starts, the benchmark waits up to --quiet-wait seconds (default 20; 0: off)
 for that share to drop below 15%. CPU time per image ("cpu ms/img") is barely
 moved by other load, so CPU-based figures are given beside the wall-clock
-ones: the CPU floor (model CPU-ms per image at batch 32 + fetch/decode
+ones: the CPU floor (model CPU-ms per image at ev-predict's batch + fetch/decode
 CPU-ms per image), the ceiling it implies (cores x 1000 / floor), and each
 variant's CPU efficiency (floor / its marginal CPU-ms per image).
 """
@@ -119,7 +129,9 @@ MODEL_VERSION = 2
 SOURCES = ('astronaut', 'coffee', 'chelsea', 'rocket', 'hubble_deep_field',
            'immunohistochemistry', 'retina', 'stereo_motorcycle')
 MIN_KB, MAX_KB = 40, 120
-BATCH_SIZES = (8, 16, 32, 64)
+# ev-predict's default batch size on this machine (pipeline.graph).
+EV_BATCH = min(64, max(8, 4 * CORES))
+BATCH_SIZES = tuple(sorted({8, 16, 32, 64, EV_BATCH}))
 IMAGE = 224
 
 # ev-predict's model cache (OpenVINO conversions, remote models) for the
@@ -525,35 +537,45 @@ def _decoded_images(filelist: str, count: int):
   return np.stack([decode_image(Path(p).read_bytes(), cfg) for p in paths])
 
 
-def child_model_ceiling(arg: dict) -> dict:
-  """The model alone on pre-decoded uint8 batches of corpus images: the
-  SavedModel's serving signature through TensorFlow, or (backend openvino)
-  ev-predict's OpenVINO backend (transforms.backends) on the same SavedModel."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  images = _decoded_images(arg['filelist'], max(BATCH_SIZES))
-  while len(images) < max(BATCH_SIZES):
-    images = np.concatenate([images, images])
+def _model_call(arg: dict):
+  """(info, call): the model as a ceiling measures it, on uint8 batches:
+  the SavedModel's serving signature through TensorFlow, or (backend
+  openvino) ev-predict's OpenVINO backend (transforms.backends) on the same
+  SavedModel."""
   info = {'backend': arg.get('backend', 'tensorflow')}
   if info['backend'] == 'openvino':
-    import openvino  # pylint: disable=import-outside-toplevel
     from transforms import backends, inference  # pylint: disable=import-outside-toplevel
+    openvino = backends.import_openvino()
     spec = inference.inspect_saved_model(arg['model'])
     started = time.perf_counter()
     model = backends.OpenVinoBackend(arg['model'], spec, 'f32')
     info['load_s'] = time.perf_counter() - started
     info['openvino_version'] = openvino.__version__
-    call = model.scores
-  else:
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    sig = tf.saved_model.load(arg['model']).signatures['serving_default']
-    (name, _), = sig.structured_input_signature[1].items()
-    info['tf_version'] = tf.__version__
+    return info, model.scores
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  sig = tf.saved_model.load(arg['model']).signatures['serving_default']
+  (name, _), = sig.structured_input_signature[1].items()
+  info['tf_version'] = tf.__version__
 
-    def call(batch):
-      return next(iter(sig(**{name: tf.constant(batch)}).values())).numpy()
+  def call(batch):
+    return next(iter(sig(**{name: tf.constant(batch)}).values())).numpy()
+  return info, call
+
+
+def _batches(filelist: str):
+  """{batch size: contiguous uint8 batch of decoded corpus images}."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  images = _decoded_images(filelist, max(BATCH_SIZES))
+  while len(images) < max(BATCH_SIZES):
+    images = np.concatenate([images, images])
+  return {bs: np.ascontiguousarray(images[:bs]) for bs in BATCH_SIZES}
+
+
+def child_model_ceiling(arg: dict) -> dict:
+  """The model alone on pre-decoded uint8 batches of corpus images."""
+  info, call = _model_call(arg)
   by_batch = {}
-  for bs in BATCH_SIZES:
-    batch = np.ascontiguousarray(images[:bs])
+  for bs, batch in _batches(arg['filelist']).items():
     for _ in range(2):
       call(batch)
     r = _windows(lambda b=batch: call(b), bs, arg['seconds'])
@@ -562,19 +584,16 @@ def child_model_ceiling(arg: dict) -> dict:
   best = max(by_batch, key=lambda b: by_batch[b]['img_s'])
   return dict(info, by_batch=by_batch, best_batch=best,
               img_s=by_batch[best]['img_s'],
-              img_s_batch32=by_batch[32]['img_s'])
+              img_s_ev_batch=by_batch[EV_BATCH]['img_s'])
 
 
-def child_decode_ceiling(arg: dict) -> dict:
-  import concurrent.futures  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from PIL import Image  # pylint: disable=import-outside-toplevel
+def _fetch_decode(filelist: str):
+  """(records, fn): the corpus as records, and ev-predict's fetch + decode
+  of one record to the model's input."""
   from transforms.decode import DecodeConfig, decode_image  # pylint: disable=import-outside-toplevel
   from transforms.fetch import Fetcher  # pylint: disable=import-outside-toplevel
-  from transforms.format import Formatter  # pylint: disable=import-outside-toplevel
   from transforms.record import Record  # pylint: disable=import-outside-toplevel
-
-  paths = Path(arg['filelist']).read_text().split()
+  paths = Path(filelist).read_text().split()
   cfg = DecodeConfig(size=(IMAGE, IMAGE))
   fetcher = Fetcher()
   records = [Record(line=p.encode(), source=p) for p in paths]
@@ -585,6 +604,55 @@ def child_decode_ceiling(arg: dict) -> dict:
     fetched = fetcher(r)
     assert fetched.ok, fetched.message
     return decode_image(fetched.data, cfg)
+  fetch_decode(records[0])
+  return records, fetch_decode
+
+
+def _mean_rate(fn, per_call: int, seconds: float) -> dict:
+  """img/s of fn over one window: images / wall time, the statistic an
+  end-to-end run's marginal rate is (no best-of selection)."""
+  calls, wall, cpu = _timed_loop(fn, seconds)
+  return {'img_s': calls * per_call / wall,
+          'cpu_ms_per_img': 1000 * cpu / (calls * per_call),
+          'cpu_util': cpu / wall / CORES,
+          'others_util': LAST_LOOP['others_util'], 'seconds': wall}
+
+
+def child_round_ceilings(arg: dict) -> dict:
+  """One paired round's ceilings, back to back in one process: fetch +
+  decode on one thread (per core), then the model at each batch size; each
+  a mean rate over one window."""
+  records, fetch_decode = _fetch_decode(arg['filelist'])
+  pos = [0]
+
+  def eight():
+    for _ in range(8):
+      fetch_decode(records[pos[0] % len(records)])
+      pos[0] += 1
+  decode = _mean_rate(eight, 8, arg['seconds'])
+  info, call = _model_call(arg)
+  by_batch = {}
+  for bs, batch in _batches(arg['filelist']).items():
+    for _ in range(2):
+      call(batch)
+    by_batch[bs] = _mean_rate(lambda b=batch: call(b), bs, arg['seconds'])
+  best = max(by_batch, key=lambda b: by_batch[b]['img_s'])
+  model = by_batch[best]['img_s']
+  return dict(info, decode_per_core=decode, by_batch=by_batch,
+              best_batch=best, model_img_s=model,
+              shared_core_img_s=1 / (1 / model + 1 / (
+                  CORES * decode['img_s'])))
+
+
+def child_decode_ceiling(arg: dict) -> dict:
+  import concurrent.futures  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from transforms.fetch import Fetcher  # pylint: disable=import-outside-toplevel
+  from transforms.format import Formatter  # pylint: disable=import-outside-toplevel
+
+  records, fetch_decode = _fetch_decode(arg['filelist'])
+  fetcher = Fetcher()
 
   def pil_plain(r):     # what the naive loop does
     with Image.open(r.source) as im:
@@ -607,7 +675,6 @@ def child_decode_ceiling(arg: dict) -> dict:
                    arg['seconds'])
     return dict(r, threads=threads)
 
-  fetch_decode(records[0])
   out = {
       'per_core': rate_single(fetch_decode),
       'all_cores': rate_threads(fetch_decode, CORES),
@@ -617,7 +684,7 @@ def child_decode_ceiling(arg: dict) -> dict:
   # Formatting a result line: 1000 probabilities as JSON.
   probs = np.random.default_rng(0).dirichlet(np.ones(1000)).astype(np.float32)
   labels = [f'class_{i:04d}' for i in range(1000)]
-  done = Record(line=paths[0].encode(), source=paths[0], probs=probs)
+  done = records[0].but(probs=probs)
   formatter = Formatter(labels)
   calls, wall, _ = _timed_loop(lambda: formatter(done),
                                min(1.0, arg['seconds']), min_calls=50)
@@ -684,7 +751,10 @@ def _beam_example_pipeline(p, filelist: str, model: str, output: str,
 
     def load_model(self):
       if backend == 'openvino':
-        import openvino as ov
+        # Telemetry off, as in every process here (nothing may call out);
+        # the plain import would cost about 1 s of start-up, no throughput.
+        from transforms.backends import import_openvino
+        ov = import_openvino()
         compiled = ov.Core().compile_model(
             ov.convert_model(self._path), 'CPU',
             {'INFERENCE_PRECISION_HINT': 'f32', 'PERFORMANCE_HINT': 'LATENCY',
@@ -774,6 +844,7 @@ CHILDREN = {
     'build-model': child_build_model,
     'model-ceiling': child_model_ceiling,
     'decode-ceiling': child_decode_ceiling,
+    'round-ceilings': child_round_ceilings,
     'naive': child_naive,
     'beam-example': child_beam_example,
     'beam-example-ov': child_beam_example_openvino,
@@ -858,6 +929,68 @@ def _suffix_for(backends) -> str:
       n.startswith('openvino') for n in names) else ''
 
 
+def _median(values):
+  values = sorted(values)
+  mid = len(values) // 2
+  return values[mid] if len(values) % 2 else (values[mid - 1] +
+                                               values[mid]) / 2
+
+
+def paired_rounds(rounds: int, manifests: dict, sizes, model: Path,
+                  results: dict, seconds: float) -> dict:
+  """The headline ratio, measured so the machine's drift cancels: each
+  round measures the shared-core ceiling (fetch+decode per core, the model at
+  every batch size; one process, mean rates) and ev-predict's marginal rate
+  (both corpus sizes) back to back, ceilings first in even rounds and last in
+  odd ones, and takes their ratio; the median round is reported. Both sides
+  are throughput over a period (no best-of selection on either)."""
+  if str(model) not in WARMED:
+    WARMED.add(str(model))
+    results.setdefault('warmup', {})[model.name] = run_warmup(
+        model, manifests[sizes[0]])
+  used = (results.get('warmup', {}).get(model.name) or {}).get('backends')
+  backend = 'openvino' if _suffix_for(used or {'openvino': 1}) else \
+      'tensorflow'
+  out = []
+  for i in range(rounds):
+    def ceilings():
+      res = run_child(['--_child', 'round-ceilings', '--_arg', json.dumps(
+          {'model': str(model), 'filelist': manifests[sizes[0]]['filelist'],
+           'seconds': seconds, 'backend': backend})], f'round{i}-ceilings')
+      if not res.get('result'):
+        raise VariantFailed(f'round {i} ceilings failed; see {res["log"]}')
+      return res['result']
+
+    def ev():
+      return marginal([run_variant('ev-predict', n, manifests[n], model, 1,
+                                   tag=f'-round{i}') for n in sizes])
+    try:
+      if i % 2 == 0:
+        c, e = ceilings(), ev()
+      else:
+        e, c = ev(), ceilings()
+    except VariantFailed as err:
+      log(f'round {i} failed: {err}')
+      out.append({'error': str(err)})
+      continue
+    ratio = e['marginal_img_s'] / c['shared_core_img_s']
+    log(f'round {i}: ev-predict {e["marginal_img_s"]:.1f} img/s, shared-core '
+        f'ceiling {c["shared_core_img_s"]:.1f} (model {c["model_img_s"]:.1f} '
+        f'at bs {c["best_batch"]}, decode {c["decode_per_core"]["img_s"]:.1f}'
+        f'/core): {ratio:.3f}')
+    out.append({'ceilings': c, 'ev_predict': e, 'ratio': ratio,
+                'ceilings_first': i % 2 == 0})
+  ok = [r for r in out if 'ratio' in r]
+  return {'backend': backend, 'seconds_per_point': seconds, 'rounds': out,
+          'median_ratio': _median([r['ratio'] for r in ok]) if ok else None,
+          'min_ratio': min(r['ratio'] for r in ok) if ok else None,
+          'max_ratio': max(r['ratio'] for r in ok) if ok else None,
+          'median_ev_img_s': _median([r['ev_predict']['marginal_img_s']
+                                      for r in ok]) if ok else None,
+          'median_ceiling_img_s': _median([r['ceilings']['shared_core_img_s']
+                                           for r in ok]) if ok else None}
+
+
 def compute_ratios(results: dict) -> dict:
   c, v = results['ceilings'], results['variants']
   ratios = {}
@@ -878,9 +1011,10 @@ def compute_ratios(results: dict) -> dict:
     if c.get('shared_core_img_s' + suffix):
       ratios[f'ev-predict / shared-core ceiling ({name})'] = \
           rate / c['shared_core_img_s' + suffix]
-      ratios[f'ev-predict / shared-core ceiling ({name}, bs 32)'] = \
-          rate / c['shared_core_img_s_batch32' + suffix]
-      ratios[f'ev-predict / CPU-time shared-core ceiling ({name}, bs 32)'] = \
+      ratios[f'ev-predict / shared-core ceiling ({name}, bs {EV_BATCH})'] = \
+          rate / c['shared_core_img_s_ev_batch' + suffix]
+      ratios[f'ev-predict / CPU-time shared-core ceiling ({name}, bs '
+             f'{EV_BATCH})'] = \
           rate / c['cpu_shared_core_img_s' + suffix]
     if suffix and c.get('shared_core_img_s'):
       ratios['ev-predict / shared-core ceiling (tensorflow)'] = \
@@ -896,7 +1030,7 @@ def compute_ratios(results: dict) -> dict:
       if key in ok and ev.get('marginal_cpu_ms_per_img', 0) > 0:
         ratios[f'CPU ms per image: {key} / ev-predict'] = \
             ok[key]['marginal_cpu_ms_per_img'] / ev['marginal_cpu_ms_per_img']
-  if ok.get('beam-example-ov'):
+  if ev and ok.get('beam-example-ov'):
     ratios['ev-predict / beam-example-ov (same backend)'] = \
         ev['marginal_img_s'] / ok['beam-example-ov']['marginal_img_s']
   tf_ev = ok.get('ev-predict-tf')
@@ -908,6 +1042,11 @@ def compute_ratios(results: dict) -> dict:
     if c.get('shared_core_img_s'):
       ratios['ev-predict -Dbackend=tensorflow / shared-core ceiling '
              '(tensorflow)'] = tf_ev['marginal_img_s'] / c['shared_core_img_s']
+  paired = results.get('paired') or {}
+  if paired.get('median_ratio'):
+    ratios[f'ev-predict / shared-core ceiling ({paired["backend"]}), paired '
+           f'rounds, median of {len(paired["rounds"])}'] = \
+        paired['median_ratio']
   if ok.get('ev-predict-tiny') and c.get('decode'):
     ratios['ev-predict tiny model / decode all-core ceiling'] = \
         ok['ev-predict-tiny']['marginal_img_s'] / \
@@ -1172,12 +1311,13 @@ def print_table(results: dict) -> None:
     m = c.get(key)
     if not m or 'by_batch' not in m:
       continue
-    b32 = m['by_batch'][32]
+    b32 = m['by_batch'][EV_BATCH]
     best = m['by_batch'][m['best_batch']]
     rows.append((f'a. model ceiling {name} (best bs={m["best_batch"]})',
                  m['img_s'], None, best['cpu_util'], best['cpu_ms_per_img'],
                  None, best['others_util']))
-    rows.append((f'   {name} at bs=32 (ev-predict default)', b32['img_s'],
+    rows.append((f'   {name} at bs={EV_BATCH} (ev-predict default)',
+                 b32['img_s'],
                  None, b32['cpu_util'], b32['cpu_ms_per_img'], None,
                  b32['others_util']))
   d = c.get('decode')
@@ -1193,10 +1333,10 @@ def print_table(results: dict) -> None:
       rows.append((f'c. shared-core ceiling {name}',
                    c['shared_core_img_s' + suffix], None, None, None, None,
                    None))
-      rows.append(('   same, model at bs=32',
-                   c['shared_core_img_s_batch32' + suffix], None, None, None,
+      rows.append((f'   same, model at bs={EV_BATCH}',
+                   c['shared_core_img_s_ev_batch' + suffix], None, None, None,
                    None, None))
-      rows.append(('   same, from CPU time (bs=32)',
+      rows.append((f'   same, from CPU time (bs={EV_BATCH})',
                    c['cpu_shared_core_img_s' + suffix], None, None,
                    c['cpu_floor_ms_per_img' + suffix], None, None))
   labels = {'naive': 'd. naive loop', 'beam-example': 'e. beam-example',
@@ -1236,6 +1376,17 @@ def print_table(results: dict) -> None:
     if v.get(key, {}).get('job_marginal_img_s'):
       print(f'  {key}: marginal img/s by its own job clock (no interpreter '
             f'start/exit): {v[key]["job_marginal_img_s"]:.1f}')
+  paired = results.get('paired') or {}
+  for i, r in enumerate(paired.get('rounds', [])):
+    if 'ratio' in r:
+      c = r['ceilings']
+      print(f'  paired round {i} ({"ceilings first" if r["ceilings_first"] else "ev-predict first"}): '
+            f'ev-predict {r["ev_predict"]["marginal_img_s"]:.1f} img/s / '
+            f'shared-core {c["shared_core_img_s"]:.1f} (model '
+            f'{c["model_img_s"]:.1f} at bs {c["best_batch"]}, decode '
+            f'{c["decode_per_core"]["img_s"]:.1f}/core) = {r["ratio"]:.3f}')
+    else:
+      print(f'  paired round {i}: {r.get("error")}')
   for k, val in results.get('ratios', {}).items():
     print(f'  {k:58} {val:.2f}')
 
@@ -1345,6 +1496,12 @@ def main(argv=None) -> int:
   ap.add_argument('--quiet-wait', type=float, default=20.0,
                   help='before each measurement wait up to this many seconds '
                   'for other processes to use < 15%% of the machine (0: off)')
+  ap.add_argument('--rounds', type=int, default=3,
+                  help='paired rounds: ceilings and ev-predict back to back, '
+                  'the ratio per round (default 3; 0: off)')
+  ap.add_argument('--paired-sizes', default='',
+                  help='N1,N2 for the paired rounds (default: --sizes); a '
+                  'larger N2 makes each slope less sensitive to start-up noise')
   ap.add_argument('--no-profile', action='store_true')
   ap.add_argument('--no-diagnostics', action='store_true')
   ap.add_argument('--memory', action='store_true',
@@ -1352,7 +1509,7 @@ def main(argv=None) -> int:
   ap.add_argument('--memory-lines', default='1000,100000')
   ap.add_argument('--only', default='',
                   help='comma list of: ceilings,naive,beam,ev,diagnostics,'
-                  'profile,memory (default: everything enabled)')
+                  'paired,profile,memory (default: everything enabled)')
   ap.add_argument('--_child', help=argparse.SUPPRESS)
   ap.add_argument('--_arg', help=argparse.SUPPRESS)
   ap.add_argument('--_result', help=argparse.SUPPRESS)
@@ -1372,6 +1529,7 @@ def main(argv=None) -> int:
   want = (lambda part: part in only) if only else (
       lambda part: not ((part == 'profile' and args.no_profile) or
                         (part == 'diagnostics' and args.no_diagnostics) or
+                        (part == 'paired' and not args.rounds) or
                         (part == 'memory' and not args.memory)))
   seconds = 1.5 if args.quick else 5.0
   QUIET['max_wait'] = args.quiet_wait
@@ -1416,11 +1574,12 @@ def main(argv=None) -> int:
         c = results['ceilings']
         c['shared_core_img_s' + suffix] = 1 / (
             1 / m['img_s'] + 1 / (CORES * per_core))
-        c['shared_core_img_s_batch32' + suffix] = 1 / (
-            1 / m['img_s_batch32'] + 1 / (CORES * per_core))
+        c['shared_core_img_s_ev_batch' + suffix] = 1 / (
+            1 / m['img_s_ev_batch'] + 1 / (CORES * per_core))
         # The same from CPU time, which other processes' load barely moves:
-        # CPU-ms one image needs at least (model at batch 32 + decode).
-        floor = m['by_batch'][32]['cpu_ms_per_img'] + \
+        # CPU-ms one image needs at least (model at ev-predict's batch +
+        # decode).
+        floor = m['by_batch'][EV_BATCH]['cpu_ms_per_img'] + \
             d['per_core']['cpu_ms_per_img']
         c['cpu_floor_ms_per_img' + suffix] = floor
         c['cpu_shared_core_img_s' + suffix] = CORES * 1000 / floor
@@ -1456,6 +1615,15 @@ def main(argv=None) -> int:
       log(f'{key} failed: {e}')
       results['variants'][key] = {'error': str(e)}
 
+  if want('paired'):
+    paired_sizes = sorted(int(x) for x in args.paired_sizes.split(',')) \
+        if args.paired_sizes else sizes
+    for n in paired_sizes:
+      if n not in manifests:
+        manifests[n] = ensure_corpus(n)
+    results['paired'] = paired_rounds(args.rounds, manifests, paired_sizes,
+                                      model, results,
+                                      1.0 if args.quick else 3.0)
   results['ratios'] = compute_ratios(results)
 
   if want('profile'):

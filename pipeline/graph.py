@@ -22,10 +22,11 @@ from transforms.ossfs import OssOptions
 from transforms import record as rec
 from transforms.decode import DecodeConfig, prepare_record
 from transforms.fetch import FetchConfig, Fetcher
-from transforms.parallel import ThreadedMap
+from transforms.parallel import BACKGROUND_NICE, ThreadedMap
 from transforms.write import OutputPaths, WriteOutputs
 
 SUPPORTED_MODEL_TYPES = ('classifier',)
+DECODE_PRIORITIES = ('low', 'normal')
 REQUIRED = ('model_path', 'input_oss_file', 'output_oss_file')
 
 
@@ -52,6 +53,7 @@ class JobPlan:
   backend: str
   precision: str
   accelerator: Optional[str]
+  pool_nice: int = 0
 
 
 def _given(o: EvPredictOptions, oss: OssOptions):
@@ -91,6 +93,7 @@ def check_parameters(params: Mapping[str, str]) -> List[str]:
   choice('backend', backends.BACKENDS)
   choice('precision', backends.PRECISIONS)
   choice('pixel_scale', inference.PIXEL_SCALES)
+  choice('decode_priority', DECODE_PRIORITIES)
 
   def at_least(name, low, text):
     if name in typed and typed[name] < low:
@@ -192,10 +195,11 @@ def plan(options: EvPredictOptions) -> JobPlan:
       spec=spec,
       labels=labels,
       scaling=inference.PixelScaling(o.pixel_scale, mean, std),
-      # Measured here (bench/run.py, 2 cores): MobileNetV2 runs fastest at
-      # batch 8 on OpenVINO and 16 on TensorFlow; larger batches only add
-      # padding and latency. Scale with the cores a worker has.
-      batch_size=o.batch_size or min(64, 8 * per_worker),
+      # Measured here (bench/run.py, 2 cores, MobileNetV2): OpenVINO is as
+      # fast or faster at batch 8 than 16-64, end to end too (smaller
+      # batches interleave with decoding); TensorFlow is flat from 8 to 64.
+      # Larger batches only add padding and latency. Scale with the cores.
+      batch_size=o.batch_size or default_batch_size(per_worker),
       paths=OutputPaths.for_run(output_path, o.error_oss_file, run_id),
       fetch=FetchConfig(read_timeout=o.fetch_timeout, retries=o.fetch_retries,
                         max_bytes=o.max_image_bytes,
@@ -215,7 +219,12 @@ def plan(options: EvPredictOptions) -> JobPlan:
       precision=o.precision,
       accelerator=(f'type:{o.gpu_type};count:{-(-o.gpuRequired // 100)};'
                    'install-nvidia-driver') if o.gpuRequired > 0 else None,
+      pool_nice=BACKGROUND_NICE if o.decode_priority == 'low' else 0,
   )
+
+
+def default_batch_size(cores: int) -> int:
+  return min(64, max(8, 4 * cores))
 
 
 def _check_readable(path: str, name: str) -> None:
@@ -285,7 +294,7 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
       | 'Fetch' >> beam.ParDo(ThreadedMap(
           functools.partial(_make_fetcher, job.fetch),
           threads=job.fetch_threads, in_flight=job.fetch_threads * 2,
-          error_kind=rec.FETCH))
+          error_kind=rec.FETCH, nice=job.pool_nice))
       # Enough decodes in flight to prepare the next batch while the model
       # runs on this one.
       | 'Decode' >> beam.ParDo(ThreadedMap(
@@ -293,7 +302,7 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
                             job.spec.encoded_input),
           threads=job.decode_threads,
           in_flight=max(job.decode_threads * 2, job.batch_size * 2),
-          error_kind=rec.DECODE))
+          error_kind=rec.DECODE, nice=job.pool_nice))
       | 'Classify' >> RunInference(handler)
       | 'WriteOutputs' >> WriteOutputs(
           job.paths, job.labels, lines_read, job.run_id, job.started_at,

@@ -36,7 +36,7 @@ PARAMETERS: Dict[str, Tuple[type, object, str]] = {
     'buckets': (str, None, 'Comma-separated oss:// locations the job may use.'),
     'arn': (str, None, 'RAM role ARN to assume for OSS access.'),
     'ossHost': (str, None, 'OSS endpoint.'),
-    'batch_size': (int, None, 'Images per model call (default: 8 per core '
+    'batch_size': (int, None, 'Images per model call (default: 4 per core '
                    'of a worker, 8 to 64).'),
     'label_map_path': (str, None, 'Class names, one per line.'),
     'signature_name': (str, 'serving_default', 'SavedModel signature.'),
@@ -62,6 +62,8 @@ PARAMETERS: Dict[str, Tuple[type, object, str]] = {
     'max_image_pixels': (int, 89_478_485, 'Larger images become too_large.'),
     'decode_threads': (int, None, 'Decode threads per worker (default: its '
                        'cores).'),
+    'decode_priority': (str, 'low', 'Fetch and decode threads: low (they '
+                        'yield the cores to the model\'s threads) or normal.'),
     'block_private_networks': (str, 'false', 'Refuse http(s) images on '
                                'loopback/private addresses (untrusted lists).'),
     'jpeg_draft': (str, 'true', 'Decode JPEGs at reduced scale when larger '

@@ -1,4 +1,10 @@
 """Inference backends: OpenVINO agrees with TensorFlow or is not used."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -8,6 +14,7 @@ from tests.helpers import run_job, split_output_line
 from transforms import backends
 from transforms.decode import DecodeConfig, decode_image
 
+ROOT = Path(__file__).resolve().parent.parent
 SIZE = DecodeConfig(size=(models.SIZE, models.SIZE))
 
 
@@ -59,6 +66,24 @@ def test_auto_uses_tensorflow_for_encoded_input(tmp_path, model_dirs, images):
   assert summary['backends'] == {'tensorflow': 4}
 
 
+def test_openvino_streams_split_batches_without_changing_results(model_dirs,
+                                                                images):
+  from transforms import inference
+  model = model_dirs['keras']
+  spec = inference.inspect_saved_model(model)
+  batch = np.stack([decode_image(Path(p).read_bytes(), SIZE)
+                    for p in images[:8]])
+  one = backends.OpenVinoBackend(model, spec, threads=1, batch_size=8)
+  two = backends.OpenVinoBackend(model, spec, threads=2, batch_size=8)
+  assert [len(m._requests) for m in (one, two)] == [1, 2]
+  whole = one.scores(batch)
+  np.testing.assert_allclose(two.scores(batch), whole, rtol=0, atol=1e-6)
+  assert (two.scores(batch).argmax(1) == whole.argmax(1)).all()
+  # An odd batch cannot split evenly: it runs whole, with the same answers.
+  np.testing.assert_allclose(two.scores(batch[:7]), whole[:7], rtol=0,
+                             atol=1e-6)
+
+
 def test_agreement_rule():
   ref = np.array([[0.7, 0.3], [0.4, 0.6]], np.float32)
   assert backends.passes(backends.agreement(ref, ref + 5e-5), 'f32')
@@ -66,3 +91,44 @@ def test_agreement_rule():
   assert backends.passes(backends.agreement(ref, ref + 5e-3), 'bf16')
   flipped = ref[:, ::-1]
   assert not backends.passes(backends.agreement(ref, flipped), 'bf16')
+
+
+# Records every telemetry event, whoever loads openvino_telemetry and when.
+_TELEMETRY_PROBE = """
+import importlib.abc, importlib.machinery, json, sys
+used = []
+
+class Spy(importlib.abc.MetaPathFinder):
+  def find_spec(self, name, path, target=None):
+    if name != 'openvino_telemetry':
+      return None
+    spec = importlib.machinery.PathFinder.find_spec(name, path)
+    load = spec.loader.exec_module
+    def exec_module(module):
+      load(module)
+      for method in ('start_session', 'send_event', 'end_session'):
+        setattr(module.Telemetry, method,
+                lambda *a, m=method, **k: used.append(m))
+    spec.loader.exec_module = exec_module
+    return spec
+
+sys.meta_path.insert(0, Spy())
+from transforms import backends, inference
+spec = inference.inspect_saved_model(sys.argv[1])
+name = backends.OpenVinoBackend(sys.argv[1], spec).name
+print(json.dumps([name, used]))
+"""
+
+
+def test_openvino_reports_nothing_to_its_telemetry(tmp_path, model_dirs):
+  # Unless a user opted out, importing OpenVINO and converting a model each
+  # report to Google Analytics, forking the worker per event: clusters are
+  # air-gapped. A fresh process, so the import itself is covered.
+  env = dict(os.environ, EV_PREDICT_CACHE=str(tmp_path / 'cache'),
+             HOME=str(tmp_path), PYTHONPATH=str(ROOT))
+  env.pop('CI', None)   # OpenVINO keeps quiet on CI machines only
+  out = subprocess.run(
+      [sys.executable, '-c', _TELEMETRY_PROBE, model_dirs['keras']],
+      env=env, capture_output=True, text=True, timeout=300, check=True)
+  assert json.loads(out.stdout.splitlines()[-1]) == ['openvino-f32', []]
+  assert list(tmp_path.glob('cache/openvino-*/model.xml'))  # converted here

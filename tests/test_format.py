@@ -7,8 +7,9 @@ import pytest
 from transforms.format import Formatter, result_json
 from transforms.record import Record
 
+# '%r' and '100%' would break a %-template that did not escape them.
 ODD_LABELS = ['coho1', 'ü "quoted"', 'back\\slash', 'tab\there', '\u2028',
-              'emoji 🐟', '', 'control \x01', '3']
+              'emoji 🐟', '', 'control \x01', '3', '%r', '100%', '%%s']
 
 
 def _reference(probs, labels):
@@ -22,7 +23,7 @@ def test_fast_formatter_writes_what_json_dumps_writes(labels):
   width = len(ODD_LABELS)
   fmt = Formatter(labels)
   special = np.array([0.0, -0.0, 1.0, 1e-45, 3.4e38, 4.028852e-10, 0.1,
-                      1 / 3, 2.5e-7], np.float32)
+                      1 / 3, 2.5e-7, 1e-5, 1e16, 0.5], np.float32)
   for probs in [special] + [
       rng.dirichlet(np.ones(width)).astype(np.float32) for _ in range(200)]:
     assert fmt.result(probs) == _reference(probs, labels)

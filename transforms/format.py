@@ -1,6 +1,5 @@
 """Output lines in EasyVision's format: ``<input line>, <JSON>``."""
 import json
-import operator
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -32,16 +31,18 @@ class Formatter:
   """Formats records for one label set.
 
   A 1000-class result through json.dumps took 1.75 ms, a fifth of a core at
-  ev-predict's rate: here each label is JSON-encoded once and the scores are
-  written in C loops (float.__repr__ is what json uses), byte for byte the
-  same text as json.dumps(result_json(...), ensure_ascii=False)."""
+  ev-predict's rate. Here the class_probs object is a %-template built once
+  (each label JSON-encoded once), filled with %r, which is float.__repr__ as
+  json uses it, all in one C loop (0.57 ms against 0.75 ms for a join of
+  reprs): byte for byte the same text as
+  json.dumps(result_json(...), ensure_ascii=False)."""
 
   def __init__(self, labels: Optional[Sequence[str]]):
     self._labels = labels
-    self._by_width: Dict[int, Optional[Tuple[List[str], List[str]]]] = {}
+    self._by_width: Dict[int, Optional[Tuple[List[str], str]]] = {}
 
   def _keys(self, width: int):
-    """(JSON-encoded names, '"name": ' prefixes), or None where duplicate
+    """(JSON-encoded names, class_probs template), or None where duplicate
     names make a JSON object keep only the last (json.dumps decides)."""
     if width not in self._by_width:
       names = labels_for(self._labels, width)
@@ -49,9 +50,10 @@ class Formatter:
         raise ValueError(
             f'model returned {width} scores for {len(names)} labels')
       encoded = [json.dumps(n, ensure_ascii=False) for n in names]
+      template = '{' + ', '.join(
+          e.replace('%', '%%') + ': %r' for e in encoded) + '}'
       self._by_width[width] = (
-          (encoded, [e + ': ' for e in encoded])
-          if len(set(names)) == len(names) else None)
+          (encoded, template) if len(set(names)) == len(names) else None)
     return self._by_width[width]
 
   def result(self, probs: np.ndarray) -> str:
@@ -59,12 +61,11 @@ class Formatter:
     if keys is None:
       return json.dumps(result_json(probs, self._labels), ensure_ascii=False,
                         allow_nan=False)
-    encoded, prefixes = keys
+    encoded, template = keys
     best = int(np.argmax(probs))
-    scores = ', '.join(map(operator.add, prefixes, map(
-        float.__repr__, probs.astype(np.float64).tolist())))
+    scores = template % tuple(probs.astype(np.float64).tolist())
     return (f'{{"class": {best}, "class_name": {encoded[best]}, '
-            f'"class_probs": {{{scores}}}}}')
+            f'"class_probs": {scores}}}')
 
   def __call__(self, record: Record) -> Tuple[str, bytes]:
     """(outcome, output line without newline): outcome is 'ok' for the

@@ -213,7 +213,8 @@ class LoadedModel:
   is dropped."""
 
   def __init__(self, model_path: str, spec: ModelSpec, backend: str = 'auto',
-               precision: str = 'f32', threads: Optional[int] = None):
+               precision: str = 'f32', threads: Optional[int] = None,
+               batch_size: Optional[int] = None):
     self._spec = spec
     self._precision = precision
     self._candidate = None
@@ -222,7 +223,8 @@ class LoadedModel:
         spec.encoded_input:
       try:
         self._candidate = backends.OpenVinoBackend(model_path, spec,
-                                                   precision, threads)
+                                                   precision, threads,
+                                                   batch_size)
       except Exception as e:  # pylint: disable=broad-except
         if backend == backends.OPENVINO:
           raise
@@ -304,7 +306,7 @@ class SavedModelHandler(ModelHandler[Record, Record, LoadedModel]):
     path = self._local_model_path(self._model_path) \
         if self._local_model_path else self._model_path
     return LoadedModel(path, self._spec, self._backend, self._precision,
-                       self._threads)
+                       self._threads, self._batch_size)
 
   def model_input(self, tensors: Sequence[Any]) -> np.ndarray:
     """Stacks record tensors into one padded batch the signature accepts."""

@@ -5,9 +5,18 @@ so threads give real overlap inside one worker process, and the model stays
 loaded once per process. Results are emitted in input order from the head of a
 bounded queue: memory stays bounded and downstream stages (decode, inference)
 run while later elements are still in flight.
+
+The pool threads can run at a lower scheduling priority than the rest of the
+process. The model's own threads (oneDNN, OpenVINO) split each call into
+parallel chunks and wait for the slowest: a decode thread preempting one of
+them stalls both cores. At low priority, decodes fill the time the model leaves
+idle instead (measured: bench/README, "Levers").
 """
 import collections
 import concurrent.futures
+import logging
+import os
+import threading
 from typing import Callable
 
 import apache_beam as beam
@@ -15,22 +24,45 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.record import Record
 
+_LOG = logging.getLogger(__name__)
+
+# The lowest priority: under contention, a nice-19 thread gets ~1.5% of a core
+# against a nice-0 one, and all of any core nobody else wants.
+BACKGROUND_NICE = 19
+
+
+def lower_priority(nice: int) -> None:
+  """Sets the calling thread's nice value (Linux schedules threads, so this
+  touches no other thread); where that is unsupported it keeps its own."""
+  if not nice or not hasattr(os, 'setpriority'):
+    return
+  try:
+    tid = threading.get_native_id()
+    os.setpriority(os.PRIO_PROCESS, tid,
+                   max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
+  except OSError as e:
+    _LOG.debug('thread priority unchanged: %s', e)
+
 
 class ThreadedMap(beam.DoFn):
 
   def __init__(self, make_fn: Callable[[], Callable[[Record], Record]],
-               threads: int, in_flight: int, error_kind: str):
+               threads: int, in_flight: int, error_kind: str,
+               nice: int = 0):
     """make_fn builds the per-worker function in setup() (clients, pools);
-    error_kind labels a record whose function raised unexpectedly."""
+    error_kind labels a record whose function raised unexpectedly; nice is
+    the pool threads' scheduling priority (0: the process's own)."""
     self._make_fn = make_fn
     self._threads = max(1, threads)
     self._in_flight = max(self._threads, in_flight)
     self._error_kind = error_kind
+    self._nice = nice
 
   def setup(self):
     self._fn = self._make_fn()
     self._pool = concurrent.futures.ThreadPoolExecutor(
-        self._threads, thread_name_prefix='ev-predict')
+        self._threads, thread_name_prefix='ev-predict',
+        initializer=lower_priority, initargs=(self._nice,))
     self._pending = collections.deque()
 
   def start_bundle(self):

@@ -213,7 +213,10 @@ def plan(options: EvPredictOptions) -> JobPlan:
       workers=workers,
       cores_per_worker=per_worker,
       fetch_threads=o.fetch_threads,
-      decode_threads=o.decode_threads or per_worker,
+      # One more than the cores: low-priority decodes run only in the gaps
+      # the model leaves, and a spare keeps a gap filled while another waits
+      # for the GIL (measured: README, "Levers").
+      decode_threads=o.decode_threads or per_worker + 1,
       max_error_ratio=o.max_error_ratio,
       backend=o.backend,
       precision=o.precision,

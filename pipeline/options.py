@@ -61,7 +61,7 @@ PARAMETERS: Dict[str, Tuple[type, object, str]] = {
     'max_image_bytes': (int, 64 << 20, 'Larger images become too_large.'),
     'max_image_pixels': (int, 89_478_485, 'Larger images become too_large.'),
     'decode_threads': (int, None, 'Decode threads per worker (default: its '
-                       'cores).'),
+                       'cores + 1).'),
     'decode_priority': (str, 'low', 'Fetch and decode threads: low (they '
                         'yield the cores to the model\'s threads) or normal.'),
     'block_private_networks': (str, 'false', 'Refuse http(s) images on '

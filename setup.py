@@ -17,6 +17,8 @@ setuptools.setup(
         'alibabacloud-credentials>=1.0',
         'openvino>=2025.0',
         'urllib3>=2',
+        # Result lines: the scores' reprs at C speed (transforms/format.py).
+        'orjson>=3.10',
     ],
     extras_require={
         'test': ['pytest>=8', 'pytest-timeout', 'scikit-learn'],

@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from transforms.format import Formatter, result_json
+from transforms import format as fmt_module
+from transforms.format import Formatter, float_reprs, result_json
 from transforms.record import Record
 
 # '%r' and '100%' would break a %-template that did not escape them.
@@ -17,8 +18,40 @@ def _reference(probs, labels):
                     allow_nan=False)
 
 
+def _edge_float32s():
+  """Every float32 within 64 ulps of each power of ten from 1e-45 to 1 (the
+  layouts switch at 1e-4 and 1e-5), and signed zeros."""
+  out = [np.array([0.0, -0.0, 1.0, 0.5, 1.001], np.float32)]
+  for k in range(-45, 1):
+    bits = np.float32(10.0 ** k).view(np.uint32).astype(np.int64)
+    near = np.arange(bits - 64, bits + 65)
+    out.append(near[near >= 0].astype(np.uint32).view(np.float32))
+  return np.concatenate(out)
+
+
+@pytest.mark.parametrize('seed', [1, 2])
+def test_float_reprs_are_pythons_reprs(seed):
+  # 200k random float32 bit patterns in [0, 1.001] (every exponent equally),
+  # plus the edges where the layouts switch.
+  rng = np.random.default_rng(seed)
+  values = np.concatenate([
+      rng.integers(0, 0x3F80_2000, 200_000, dtype=np.uint32).view(np.float32),
+      _edge_float32s()])
+  assert float_reprs(values) == list(map(repr, values.astype(float).tolist()))
+  # Doubles that no float32 gives: one-digit values in [1e-5, 1e-4).
+  doubles = np.array([1e-05, 5e-05, 9e-05, 1.5e-05, 2e-07, 1e-4, 0.1])
+  assert float_reprs(doubles) == list(map(repr, doubles.tolist()))
+  # Outside what the fast path is for, repr itself answers.
+  odd = np.array([-0.5, 1e16, 3.4e38, 2.5e-7], np.float32)
+  assert float_reprs(odd) == list(map(repr, odd.astype(float).tolist()))
+
+
+@pytest.mark.parametrize('with_orjson', [True, False])
 @pytest.mark.parametrize('labels', [None, ODD_LABELS])
-def test_fast_formatter_writes_what_json_dumps_writes(labels):
+def test_fast_formatter_writes_what_json_dumps_writes(labels, with_orjson,
+                                                      monkeypatch):
+  if not with_orjson:
+    monkeypatch.setattr(fmt_module, 'orjson', None)
   rng = np.random.default_rng(5)
   width = len(ODD_LABELS)
   fmt = Formatter(labels)

@@ -130,7 +130,9 @@ SOURCES = ('astronaut', 'coffee', 'chelsea', 'rocket', 'hubble_deep_field',
            'immunohistochemistry', 'retina', 'stereo_motorcycle')
 MIN_KB, MAX_KB = 40, 120
 # ev-predict's default batch size on this machine (pipeline.graph).
-EV_BATCH = min(64, max(8, 4 * CORES))
+sys.path.insert(0, str(ROOT))
+from transforms.backends import default_batch_size  # pylint: disable=wrong-import-position
+EV_BATCH = default_batch_size(CORES)
 BATCH_SIZES = tuple(sorted({8, 16, 32, 64, EV_BATCH}))
 IMAGE = 224
 
@@ -608,6 +610,18 @@ def _fetch_decode(filelist: str):
   return records, fetch_decode
 
 
+def _eight_at_a_time(fn, records):
+  """A callable that runs fn on the next 8 records (cycling), on this
+  thread: one call, 8 images."""
+  pos = [0]
+
+  def eight():
+    for _ in range(8):
+      fn(records[pos[0] % len(records)])
+      pos[0] += 1
+  return eight
+
+
 def _mean_rate(fn, per_call: int, seconds: float) -> dict:
   """img/s of fn over one window: images / wall time, the statistic an
   end-to-end run's marginal rate is (no best-of selection)."""
@@ -623,13 +637,8 @@ def child_round_ceilings(arg: dict) -> dict:
   decode on one thread (per core), then the model at each batch size; each
   a mean rate over one window."""
   records, fetch_decode = _fetch_decode(arg['filelist'])
-  pos = [0]
-
-  def eight():
-    for _ in range(8):
-      fetch_decode(records[pos[0] % len(records)])
-      pos[0] += 1
-  decode = _mean_rate(eight, 8, arg['seconds'])
+  decode = _mean_rate(_eight_at_a_time(fetch_decode, records), 8,
+                      arg['seconds'])
   info, call = _model_call(arg)
   by_batch = {}
   for bs, batch in _batches(arg['filelist']).items():
@@ -659,13 +668,7 @@ def child_decode_ceiling(arg: dict) -> dict:
       return np.asarray(im.convert('RGB').resize((IMAGE, IMAGE)))
 
   def rate_single(fn):
-    pos = [0]
-
-    def one():     # 8 images per call
-      for _ in range(8):
-        fn(records[pos[0] % len(records)])
-        pos[0] += 1
-    return _windows(one, 8, arg['seconds'])
+    return _windows(_eight_at_a_time(fn, records), 8, arg['seconds'])
 
   def rate_threads(fn, threads):
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
@@ -1516,7 +1519,6 @@ def main(argv=None) -> int:
   args = ap.parse_args(argv)
 
   if args._child:    # pylint: disable=protected-access
-    sys.path.insert(0, str(ROOT))
     result = CHILDREN[args._child](json.loads(args._arg or '{}'))  # pylint: disable=protected-access
     if args._result:  # pylint: disable=protected-access
       Path(args._result).write_text(json.dumps(result, indent=1))  # pylint: disable=protected-access

@@ -199,7 +199,7 @@ def plan(options: EvPredictOptions) -> JobPlan:
       # fast or faster at batch 8 than 16-64, end to end too (smaller
       # batches interleave with decoding); TensorFlow is flat from 8 to 64.
       # Larger batches only add padding and latency. Scale with the cores.
-      batch_size=o.batch_size or default_batch_size(per_worker),
+      batch_size=o.batch_size or backends.default_batch_size(per_worker),
       paths=OutputPaths.for_run(output_path, o.error_oss_file, run_id),
       fetch=FetchConfig(read_timeout=o.fetch_timeout, retries=o.fetch_retries,
                         max_bytes=o.max_image_bytes,
@@ -224,10 +224,6 @@ def plan(options: EvPredictOptions) -> JobPlan:
                    'install-nvidia-driver') if o.gpuRequired > 0 else None,
       pool_nice=BACKGROUND_NICE if o.decode_priority == 'low' else 0,
   )
-
-
-def default_batch_size(cores: int) -> int:
-  return min(64, max(8, 4 * cores))
 
 
 def _check_readable(path: str, name: str) -> None:

@@ -99,6 +99,12 @@ class OpenVinoBackend:
     return np.concatenate(out)
 
 
+def default_batch_size(cores: int) -> int:
+  """Images per model call when -Dbatch_size is not given: 4 per core, 8 to
+  64 (4 per OpenVINO stream; see pipeline.graph.plan for the measurements)."""
+  return min(64, max(8, 4 * cores))
+
+
 def streams_for(threads: int, batch_size: Optional[int]) -> int:
   """Streams for a batch: the most, up to one per thread, that split it into
   equal parts (equal parts keep each image's result independent of where in

@@ -124,6 +124,20 @@ def http_server(tmp_path_factory):
   server.shutdown()
 
 
+@pytest.fixture(scope='session')
+def nginx(tmp_path_factory):
+  """A real nginx over HTTP/1.1 keep-alive serving nginx.root (tests write
+  files there); see tests/nginx.py for its endpoints."""
+  from tests.nginx import Nginx, available
+  if not available():
+    message = 'nginx is not installed (apt-get install nginx)'
+    if os.environ.get('CI'):
+      pytest.fail(message)   # CI must run these tests, not skip them
+    pytest.skip(message)
+  with Nginx(tmp_path_factory.mktemp('nginx')) as server:
+    yield server
+
+
 OSS_ID, OSS_SECRET = 'LTAI-test-id', 'Sec-9f8e7d6c5b4a-never-print-me'
 
 

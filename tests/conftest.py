@@ -138,6 +138,15 @@ def nginx(tmp_path_factory):
     yield server
 
 
+@pytest.fixture
+def misbehaving():
+  """tests/misbehaving_http.py on 127.0.0.1: slow, short, endless bodies,
+  headers that never end, raw redirects."""
+  from tests.misbehaving_http import MisbehavingServer
+  with MisbehavingServer() as server:
+    yield server
+
+
 OSS_ID, OSS_SECRET = 'LTAI-test-id', 'Sec-9f8e7d6c5b4a-never-print-me'
 
 

@@ -12,7 +12,10 @@ with keep-alive, plus endpoints that leave a body behind on the connection.
   /loop                      302 to itself, forever
 
 Every request is logged; requests() returns their paths (as sent, with the
-query) in order.
+query) in order, log() the same with nginx's connection serial number and
+the TLS server name (SNI, '' for none). With tls=(certfile, keyfile) the
+same endpoints are also served over HTTPS at https_base
+('https://127.0.0.1:PORT').
 """
 import os
 import shutil
@@ -42,9 +45,12 @@ def crafted_body(payload: bytes) -> bytes:
 class Nginx:
   """with Nginx(root) as server: server.base is 'http://127.0.0.1:PORT'."""
 
-  def __init__(self, root, port=0):
+  def __init__(self, root, port=0, tls=None):
     self.root = str(root)
     self._port = port
+    self._tls = tls
+    self.https_port = None
+    self.https_base = None
     self._dir = None
     self._proc = None
     self.port = None
@@ -59,8 +65,11 @@ class Nginx:
     # A port from the kernel can be taken again before nginx binds it.
     for _ in range(10):
       self.port = self._port or _free_port()
+      self.https_port = _free_port() if self._tls else None
       if self._start():
         self.base = f'http://127.0.0.1:{self.port}'
+        if self._tls:
+          self.https_base = f'https://127.0.0.1:{self.https_port}'
         return self
       if self._port:
         break
@@ -79,6 +88,10 @@ class Nginx:
 
   def requests(self):
     """Paths of the requests served so far, in order."""
+    return [path for _, _, path in self.log()]
+
+  def log(self):
+    """(connection number, SNI name, path) of each request so far."""
     # nginx logs a request after sending its response: let a log line that
     # is being written land before counting.
     data = self._read('access.log')
@@ -88,7 +101,10 @@ class Nginx:
       if again == data:
         break
       data = again
-    return [l.decode('utf-8', 'surrogateescape') for l in data.splitlines()]
+    lines = [l.decode('utf-8', 'surrogateescape').split(' ', 2)
+             for l in data.splitlines()]
+    return [(int(c), '' if sni == '-' else sni, path)
+            for c, sni, path in lines]
 
   def _read(self, name):
     try:
@@ -107,7 +123,7 @@ class Nginx:
         f'error_log {d}/error.log;',
         'events { worker_connections 1024; }',
         'http {',
-        '  log_format paths $request_uri;',
+        "  log_format paths '$connection $ssl_server_name $request_uri';",
         f'  access_log {d}/access.log paths;',
         '  include /etc/nginx/mime.types;',
         '  default_type application/octet-stream;',
@@ -120,6 +136,14 @@ class Nginx:
         '  absolute_redirect off;',
         '  server {',
         f'    listen 127.0.0.1:{self.port};',
+    ]
+    if self._tls:
+      lines += [
+          f'    listen 127.0.0.1:{self.https_port} ssl;',
+          f'    ssl_certificate {self._tls[0]};',
+          f'    ssl_certificate_key {self._tls[1]};',
+      ]
+    lines += [
         f'    root {self.root};',
         f'    location ^~ /_body/ {{ internal; alias {d}/bodies/; }}',
     ]

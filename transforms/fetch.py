@@ -2,7 +2,6 @@
 any scheme registered with Beam's FileSystems (oss:// arrives as a plugin)."""
 import dataclasses
 import errno
-import ipaddress
 import os
 import random
 import socket
@@ -10,18 +9,24 @@ import time
 import urllib.parse
 from typing import Tuple
 
-import urllib3
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import http
 from transforms import ossio
 from transforms import record as rec
 from transforms.record import Record
 
 
+# Raised by every reader; defined with the HTTP client, which raises it too.
+FetchError = http.FetchError
+
+
 @dataclasses.dataclass(frozen=True)
 class FetchConfig:
   connect_timeout: float = 10.0
+  # Per attempt, all of it: connecting, the headers and the whole body (a
+  # body still arriving then is cut: a transient timeout).
   read_timeout: float = 30.0
   retries: int = 3              # extra attempts after a transient failure
   backoff: float = 0.5          # seconds, doubled per attempt, with jitter
@@ -36,17 +41,6 @@ class FetchConfig:
   block_private_networks: bool = False
 
 
-class FetchError(Exception):
-
-  def __init__(self, kind: str, message: str, transient: bool = False):
-    super().__init__(message)
-    self.kind = kind
-    self.transient = transient
-
-
-_TRANSIENT_STATUS = frozenset([408, 429, 500, 502, 503, 504])
-
-
 class Fetcher:
   """Thread-safe: one per worker process, called from many threads."""
 
@@ -55,12 +49,7 @@ class Fetcher:
     # FileSystems.get_filesystem builds a new instance (parsing the pipeline
     # options) on every call: once per scheme is enough for a worker.
     self._filesystems = {}
-    self._http = urllib3.PoolManager(
-        maxsize=config.pool_size, block=False,
-        timeout=urllib3.Timeout(
-            connect=config.connect_timeout, read=config.read_timeout),
-        # Retries and redirects are ours (per kind, with backoff).
-        retries=False)
+    self._http = http.HttpClient(config)
 
   def __call__(self, record: Record) -> Record:
     if not record.ok or record.data is not None or record.source is None:
@@ -92,58 +81,7 @@ class Fetcher:
     return self._read_filesystem(source)
 
   def _read_http(self, url: str) -> bytes:
-    # Redirects are followed here, not by urllib3, so that every hop is
-    # checked: http(s) only, and no private addresses when so configured.
-    for _ in range(self._config.max_redirects + 1):
-      self._check_url(url)
-      try:
-        response = self._http.request(
-            'GET', url, preload_content=False, decode_content=True,
-            redirect=False)
-      except (urllib3.exceptions.HTTPError, OSError) as e:
-        raise _classify_urllib3(e) from e
-      try:
-        if response.status in (301, 302, 303, 307, 308):
-          location = response.headers.get('Location')
-          if not location:
-            raise FetchError(rec.FETCH, f'HTTP {response.status} without '
-                             f'Location for {url}')
-          url = urllib.parse.urljoin(url, location)
-          continue
-        return self._read_body(response, url)
-      finally:
-        response.release_conn()
-    raise FetchError(rec.FETCH, f'too many redirects (more than '
-                     f'{self._config.max_redirects})')
-
-  def _check_url(self, url: str) -> None:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme.lower() not in ('http', 'https'):
-      raise FetchError(rec.FORBIDDEN,
-                       f'redirect to a {parts.scheme or "relative"} URL '
-                       'refused')
-    if not parts.hostname:
-      raise FetchError(rec.BAD_LINE, f'invalid URL: {url}')
-    if self._config.block_private_networks:
-      _refuse_private(parts.hostname, parts.port or (
-          443 if parts.scheme.lower() == 'https' else 80))
-
-  def _read_body(self, response, url: str) -> bytes:
-    try:
-      status = response.status
-      if status >= 400:
-        raise _status_error(status, url)
-      length = response.headers.get('Content-Length')
-      if length and length.isdigit() and int(length) > self._config.max_bytes:
-        raise FetchError(
-            rec.TOO_LARGE,
-            f'{length} bytes exceeds the {self._config.max_bytes}-byte cap')
-      return _read_capped(response, self._config.max_bytes)
-    except urllib3.exceptions.HTTPError as e:
-      # Includes a body shorter than its Content-Length: never a decode input.
-      raise _classify_urllib3(e) from e
-    except OSError as e:
-      raise FetchError(rec.FETCH, f'{type(e).__name__}: {e}', True) from e
+    return self._http.get(url)
 
   def _read_local(self, path: str) -> bytes:
     try:
@@ -191,60 +129,11 @@ class Fetcher:
     return data
 
 
-def _refuse_private(host: str, port: int) -> None:
-  try:
-    infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-  except socket.gaierror as e:
-    raise FetchError(rec.FETCH, f'cannot resolve host {host}') from e
-  for info in infos:
-    address = ipaddress.ip_address(info[4][0].split('%')[0])
-    if not address.is_global or address.is_multicast:
-      raise FetchError(rec.FORBIDDEN,
-                       f'{host} resolves to a non-public address {address}')
-
-
 def _file_url_to_path(url: str) -> str:
   parts = urllib.parse.urlsplit(url)
   if parts.netloc not in ('', 'localhost'):
     raise FetchError(rec.UNSUPPORTED, f'remote file URL: {url}')
   return urllib.parse.unquote(parts.path, errors='surrogateescape')
-
-
-def _read_capped(response, limit: int) -> bytes:
-  chunks, total = [], 0
-  for chunk in response.stream(1 << 16):
-    total += len(chunk)
-    if total > limit:
-      raise FetchError(rec.TOO_LARGE,
-                       f'body exceeds the {limit}-byte cap')
-    chunks.append(chunk)
-  return b''.join(chunks)
-
-
-def _status_error(status: int, url: str) -> FetchError:
-  if status in (404, 410):
-    return FetchError(rec.NOT_FOUND, f'HTTP {status} for {url}')
-  if status in (401, 403):
-    return FetchError(rec.FORBIDDEN, f'HTTP {status} for {url}')
-  return FetchError(rec.FETCH, f'HTTP {status} for {url}',
-                    transient=status in _TRANSIENT_STATUS)
-
-
-def _classify_urllib3(e: BaseException) -> FetchError:
-  exc = urllib3.exceptions
-  if isinstance(e, FetchError):
-    return e
-  if isinstance(e, exc.NameResolutionError):
-    return FetchError(rec.FETCH, f'cannot resolve host: {_short(e)}')
-  if isinstance(e, exc.NewConnectionError):
-    # urllib3 makes this a ConnectTimeoutError subclass, but a refused or
-    # unreachable host did not time out.
-    return FetchError(rec.FETCH, f'cannot connect: {_short(e)}', True)
-  if isinstance(e, (exc.TimeoutError, socket.timeout, TimeoutError)):
-    return FetchError(rec.TIMEOUT, f'timed out: {_short(e)}', True)
-  if isinstance(e, exc.LocationValueError):
-    return FetchError(rec.BAD_LINE, f'invalid URL: {e}')
-  return FetchError(rec.FETCH, f'{type(e).__name__}: {_short(e)}', True)
 
 
 def _classify_filesystem(e: BaseException, path: str) -> FetchError:

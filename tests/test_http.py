@@ -9,7 +9,6 @@ import subprocess
 import time
 import urllib.parse
 
-import numpy as np
 import pytest
 
 from tests import models
@@ -353,6 +352,13 @@ def test_https_verifies_the_name_it_connects_for(tls_nginx, monkeypatch):
   assert len(tls_nginx.log()) == len(log)
 
 
+def test_odd_hosts_become_error_records():
+  fetcher = Fetcher(FetchConfig(retries=0, read_timeout=2))
+  for url in ('http://x\u2100y.example/', 'http://caf\udce9.example/',
+              'http://[::1]x/'):
+    assert fetch(fetcher, url)[0] == rec.BAD_LINE, url
+
+
 def test_parse_builds_the_request_from_one_parse():
   t = http.parse('HTTP://Example.COM:8080/a b/%41?q=1 2#frag')
   assert t == http.Target('http', 'example.com', 8080, '/a%20b/%41?q=1%202',
@@ -361,7 +367,8 @@ def test_parse_builds_the_request_from_one_parse():
   assert http.parse('https://bücher.example/x').host == \
       'xn--bcher-kva.example'
   for bad in ('http://[::1/', 'http://h:99999/', 'http://:80/', 'http:///x',
-              'http://a%40b/', 'http://h:0/'):
+              'http://a%40b/', 'http://h:0/', 'http://[::1]x/',
+              'http://x\u2100y.example/', 'http://caf\udce9.example/'):
     with pytest.raises(http.FetchError) as e:
       http.parse(bad)
     assert e.value.kind == rec.BAD_LINE, bad

@@ -70,8 +70,11 @@ class Fetcher:
       attempt += 1
 
   def read(self, source: str) -> bytes:
-    scheme = urllib.parse.urlsplit(source).scheme.lower() if '://' in source \
-        else ''
+    try:
+      scheme = urllib.parse.urlsplit(source).scheme.lower() \
+          if '://' in source else ''
+    except ValueError:   # a host NFKC-normalizing to '/', '@'...: the
+      scheme = source.split(':', 1)[0].lower()  # reader says what is wrong
     if scheme in ('http', 'https'):
       return self._read_http(source)
     if scheme == 'file':

@@ -103,6 +103,9 @@ def parse(url: str) -> Target:
     raise FetchError(rec.BAD_LINE, f'user info in URL refused: {url}')
   host = parts.hostname or ''
   if parts.netloc.startswith('['):
+    after = parts.netloc[parts.netloc.find(']') + 1:]
+    if after and not after.startswith(':'):
+      raise FetchError(rec.BAD_LINE, f'invalid host: {url}')
     try:
       host = str(ipaddress.IPv6Address(host))
     except ValueError as e:

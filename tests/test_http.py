@@ -104,11 +104,12 @@ def test_too_large_and_cut_bodies_do_not_poison_the_connection(
   # Chunked, no length: refused mid-body.
   small = Fetcher(FetchConfig(pool_size=1, retries=0, read_timeout=10,
                               max_bytes=100_000))
-  assert fetch(small, f'{misbehaving.base}/endless?delay=0')[0] == \
-      rec.TOO_LARGE
-  assert fetch(small, f'{misbehaving.base}/ok/7') == (None, b'x' * 7)
-  assert fetch(small, f'{misbehaving.base}/short-close/10')[0] == rec.FETCH
-  assert fetch(small, f'{misbehaving.base}/ok/8') == (None, b'x' * 8)
+  for _ in range(5):
+    assert fetch(small, f'{misbehaving.base}/endless?delay=0')[0] == \
+        rec.TOO_LARGE
+    assert fetch(small, f'{misbehaving.base}/ok/7') == (None, b'x' * 7)
+    assert fetch(small, f'{misbehaving.base}/short-close/10')[0] == rec.FETCH
+    assert fetch(small, f'{misbehaving.base}/ok/8') == (None, b'x' * 8)
 
 
 def test_pipeline_lines_get_their_own_images(tmp_path, model_dirs, nginx):

@@ -208,7 +208,7 @@ class HttpClient:
 
   def _on(self, pool: '_Pool', target: Target, url: str, deadline: float):
     conn, reused = pool.get()
-    response, watch = None, None
+    watch, complete = None, False
     try:
       for _ in range(2):
         self._connect(conn, deadline)
@@ -224,7 +224,7 @@ class HttpClient:
           self._watchdog.unwatch(watch)
           conn.close()
           reused = False
-      return self._read(response, url, watch)
+      result, complete = self._read(response, url, watch)
     except (FetchError, _Unreachable):
       raise
     except Exception as e:  # pylint: disable=broad-except
@@ -233,11 +233,16 @@ class HttpClient:
       raise _classify(e) from e
     finally:
       fired = watch is not None and self._watchdog.unwatch(watch)
-      if not fired and response is not None and response.closed and \
-          conn.sock is not None:
-        pool.put(conn)   # the body was read to its end
+      # Only a body read to its end leaves the connection ready for the
+      # next request ("closed" is no sign of it: urllib3 also closes a
+      # response it abandons mid-body, the rest of it still on the socket).
+      if complete and not fired and conn.sock is not None:
+        pool.put(conn)
       else:
         conn.close()
+    if isinstance(result, FetchError):
+      raise result
+    return result
 
   def _connect(self, conn, deadline: float) -> None:
     if conn.sock is not None:
@@ -261,16 +266,18 @@ class HttpClient:
     return conn.getresponse()
 
   def _read(self, response, url: str, watch: '_Watch'):
+    """(the body, a Location or the FetchError of a status, whether the
+    body was read to its end)."""
     status = response.status
     if status in _REDIRECTS or status >= 400:
       location = response.headers.get('Location')
-      _drain(response)
+      complete = _drain(response)
       if status >= 400:
-        raise _status_error(status, url)
+        return _status_error(status, url), complete
       if not location:
-        raise FetchError(rec.FETCH, f'HTTP {status} without Location for '
-                         f'{url}')
-      return location
+        return FetchError(rec.FETCH, f'HTTP {status} without Location for '
+                          f'{url}'), complete
+      return location, complete
     limit = self._config.max_bytes
     length = response.headers.get('Content-Length')
     if length and length.isdigit() and int(length) > limit:
@@ -285,7 +292,7 @@ class HttpClient:
     if watch.fired:
       # A body that ends with the connection looks complete when cut.
       raise self._timeout(url)
-    return b''.join(chunks)
+    return b''.join(chunks), True
 
   def _timeout(self, url: str) -> FetchError:
     return FetchError(rec.TIMEOUT, f'no complete response within '
@@ -323,13 +330,15 @@ def _connection(scheme: str, address: str, port: int, host: str):
   return urllib3.connection.HTTPConnection(address, port)
 
 
-def _drain(response) -> None:
-  """Reads what is left of a small body so that its connection can be
-  reused; a larger or broken one leaves response open: it is closed."""
+def _drain(response) -> bool:
+  """Reads what is left of a small body; whether it was all read (then the
+  connection can serve the next request)."""
   try:
     response.read(_DRAIN_BYTES, decode_content=False)
   except Exception:  # pylint: disable=broad-except
-    pass
+    return False
+  # Past the limit the body is left: its connection is closed instead.
+  return response.closed
 
 
 class _Unreachable(Exception):

@@ -186,16 +186,17 @@ def test_png_16bit_grayscale_is_scaled_not_clipped():
   assert Image.open(io.BytesIO(data)).mode.startswith('I')
   out = decode_image(data, exact((5, 1)))
   assert out.dtype == np.uint8
-  np.testing.assert_array_equal(out[0, :, 0], [0, 1, 128, 255, 4])
+  # The high byte, as TensorFlow's decode_png gives (1000 -> 3, not 4).
+  np.testing.assert_array_equal(out[0, :, 0], [0, 1, 128, 255, 3])
   np.testing.assert_array_equal(out[..., 0], out[..., 1])
   np.testing.assert_array_equal(out[..., 0], out[..., 2])
 
 
 def test_png_16bit_dark_image_is_still_scaled():
-  # All samples <= 255 is a nearly black 16-bit image, not an 8-bit one.
-  arr = np.array([[0, 100, 200, 255]], np.uint16)
-  out = decode_image(encode(Image.fromarray(arr), 'PNG'), exact((4, 1)))
-  np.testing.assert_array_equal(out[0, :, 0], [0, 0, 1, 1])
+  # All samples < 1024 is a nearly black 16-bit image, not an 8-bit one.
+  arr = np.array([[0, 100, 255, 256, 1000]], np.uint16)
+  out = decode_image(encode(Image.fromarray(arr), 'PNG'), exact((5, 1)))
+  np.testing.assert_array_equal(out[0, :, 0], [0, 0, 0, 1, 3])
 
 
 def test_gif_animated_uses_first_frame():
@@ -273,7 +274,8 @@ def test_one_pixel_image_upscaled_is_solid():
     ('LA', (9, 0), (9, 9, 9)),
     ('I', 65535, (255, 255, 255)),      # 32-bit 'I' holding 16-bit samples
     ('I', 200, (200, 200, 200)),        # 32-bit 'I' holding 8-bit samples
-    ('I;16', 200, (1, 1, 1)),
+    ('I;16', 200, (0, 0, 0)),           # 16-bit: the high byte
+    ('I;16', 300, (1, 1, 1)),
     ('F', 0.5, (128, 128, 128)),
     ('F', 200.0, (200, 200, 200)),      # floats > 1 are taken as 0..255
 ])

@@ -76,8 +76,9 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
 def decode_image(data: bytes, config: DecodeConfig) -> np.ndarray:
   """Encoded image -> uint8 array [height, width, 3] at config.size."""
   img = open_image(data, config.max_pixels)
+  fmt = img.format            # a transposed copy has none
   try:
-    if img.format == 'JPEG':
+    if fmt == 'JPEG':
       # A JPEG's EXIF comes with its header, so draft can aim at the stored
       # orientation before anything is decoded.
       orientation = _orientation(img)
@@ -95,12 +96,12 @@ def decode_image(data: bytes, config: DecodeConfig) -> np.ndarray:
       # must not be lost), and TIFF applies its orientation inside load()
       # (Pillow >= 12) and drops the tag, so only what remains is ours to do.
       img.load()
-      if img.format == 'PNG' and not _png_complete(data):
+      if fmt == 'PNG' and not _png_complete(data):
         raise DecodeError(rec.DECODE, 'decode failed: truncated (no IEND)')
       orientation = _orientation(img)
     if orientation not in (None, 1):
       img = _apply_orientation(img, orientation)
-    if img.format == 'GIF' and 'transparency' in img.info:
+    if fmt == 'GIF' and img.mode in ('P', 'L') and 'transparency' in img.info:
       rgb = _gif_to_rgb(img)
     else:
       rgb = to_rgb(img)
@@ -217,7 +218,6 @@ def _sniff(data: bytes) -> str:
 # is never repeated (it can quote the file).
 _CAUSES = (
     ('truncated', 'truncated'),
-    ('broken data stream', 'corrupt data'),
     ('decoder error', 'corrupt data'),
     ('broken', 'corrupt data'),
     ('checksum', 'bad checksum'),

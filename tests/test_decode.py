@@ -136,6 +136,59 @@ def test_cmyk_jpeg_becomes_rgb():
     assert np.abs(out[y, x] - rgb).max() <= 6, ((y, x), out[y, x])
 
 
+def _cmyk_stripes(w, h):
+  # Columns alternate (C, K) = (255, 0) and (0, 255): red is 0 in every pixel,
+  # but averaging C and K first (what a DCT-scaled decode does) gives about
+  # (255 - 128) * (255 - 128) / 255 = 63.
+  cmyk = np.zeros((h, w, 4), np.uint8)
+  cmyk[:, 0::2, 0] = 255
+  cmyk[:, 1::2, 3] = 255
+  cmyk[:, :, 2] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
+  return cmyk
+
+
+@pytest.mark.parametrize('adobe_transform', [0, 2])
+def test_cmyk_and_ycck_jpeg_draft_equals_full_decode(adobe_transform):
+  data = encode(Image.fromarray(_cmyk_stripes(256, 64), 'CMYK'), 'JPEG',
+                quality=95, subsampling=0)
+  if adobe_transform == 2:
+    data = ycck_from_cmyk(_cmyk_stripes(256, 64))
+  opened = Image.open(io.BytesIO(data))
+  assert opened.mode == 'CMYK'
+  assert opened.info['adobe_transform'] == adobe_transform
+  # The file holds the stripes (the builder is right), within JPEG's loss.
+  diff = np.asarray(opened).astype(int) - _cmyk_stripes(256, 64)
+  assert np.abs(diff).max() <= 12
+  for size in ((32, 8), (64, 16), (128, 32)):       # 1/8, 1/4, 1/2
+    drafted = decode_image(data, DecodeConfig(size=size, draft=True))
+    full = decode_image(data, DecodeConfig(size=size, draft=False))
+    np.testing.assert_array_equal(drafted, full)
+    assert full[..., 0].max() <= 40, size          # red stays near 0
+
+
+def ycck_from_cmyk(cmyk, quality=95):
+  """A YCCK JPEG (Adobe transform 2) of a CMYK image. Pillow writes only
+  CMYK, as inverted samples: handing it (Y, Cb, Cr, K) of the inverted CMY,
+  inverted once more, and flipping the APP14 transform flag gives exactly
+  what a YCCK encoder writes. (libjpeg turns YCC into RGB and outputs
+  255 - RGB with K as stored; Adobe's samples are inverted, so YCC carries
+  the CMY values themselves and K is stored inverted.)"""
+  cmy = cmyk.astype(np.float64)
+  r, g, b = cmy[..., 0], cmy[..., 1], cmy[..., 2]
+  y = 0.299 * r + 0.587 * g + 0.114 * b
+  cb = 128 - 0.168736 * r - 0.331264 * g + 0.5 * b
+  cr = 128 + 0.5 * r - 0.418688 * g - 0.081312 * b
+  ycck = np.stack([y, cb, cr, 255 - cmy[..., 3]], -1)
+  ycck = np.clip(np.rint(ycck), 0, 255).astype(np.uint8)
+  data = bytearray(encode(Image.fromarray(255 - ycck, 'CMYK'), 'JPEG',
+                          quality=quality, subsampling=0))
+  app14 = data.find(b'Adobe') - 4                # FF EE, length, 'Adobe'
+  assert app14 > 0 and data[app14:app14 + 2] == b'\xff\xee'
+  assert data[app14 + 15] == 0
+  data[app14 + 15] = 2                           # the transform byte
+  return bytes(data)
+
+
 def test_png_grayscale_l_is_replicated_to_three_channels():
   arr = np.array([[0, 1, 127], [128, 254, 255]], np.uint8)
   out = decode_image(encode(Image.fromarray(arr, 'L'), 'PNG'), exact((3, 2)))
@@ -186,16 +239,17 @@ def test_png_16bit_grayscale_is_scaled_not_clipped():
   assert Image.open(io.BytesIO(data)).mode.startswith('I')
   out = decode_image(data, exact((5, 1)))
   assert out.dtype == np.uint8
-  np.testing.assert_array_equal(out[0, :, 0], [0, 1, 128, 255, 4])
+  # The high byte, as TensorFlow's decode_png gives (1000 -> 3, not 4).
+  np.testing.assert_array_equal(out[0, :, 0], [0, 1, 128, 255, 3])
   np.testing.assert_array_equal(out[..., 0], out[..., 1])
   np.testing.assert_array_equal(out[..., 0], out[..., 2])
 
 
 def test_png_16bit_dark_image_is_still_scaled():
-  # All samples <= 255 is a nearly black 16-bit image, not an 8-bit one.
-  arr = np.array([[0, 100, 200, 255]], np.uint16)
-  out = decode_image(encode(Image.fromarray(arr), 'PNG'), exact((4, 1)))
-  np.testing.assert_array_equal(out[0, :, 0], [0, 0, 1, 1])
+  # All samples < 1024 is a nearly black 16-bit image, not an 8-bit one.
+  arr = np.array([[0, 100, 255, 256, 1000]], np.uint16)
+  out = decode_image(encode(Image.fromarray(arr), 'PNG'), exact((5, 1)))
+  np.testing.assert_array_equal(out[0, :, 0], [0, 0, 0, 1, 3])
 
 
 def test_gif_animated_uses_first_frame():
@@ -206,6 +260,33 @@ def test_gif_animated_uses_first_frame():
   assert Image.open(io.BytesIO(data)).n_frames == 2
   out = decode_image(data, exact((6, 4)))
   assert (out == np.array([255, 0, 0], np.uint8)).all()
+
+
+def test_gif_transparent_pixels_are_black_as_in_tensorflow():
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  img = Image.new('P', (4, 2), 0)
+  img.putpalette([200, 100, 50, 10, 20, 30, 90, 180, 40] + [0] * 759)
+  img.putpixel((1, 0), 1)
+  img.putpixel((2, 1), 2)
+  data = encode(img, 'GIF', transparency=0)
+  out = decode_image(data, exact((4, 2)))
+  expected = tf.io.decode_image(data, channels=3,
+                                expand_animations=False).numpy()
+  np.testing.assert_array_equal(out, expected)
+  # Not vacuous: TensorFlow's black is not the palette colour.
+  assert tuple(out[0, 0]) == (0, 0, 0)
+  assert tuple(out[0, 1]) == (10, 20, 30) and tuple(out[1, 2]) == (90, 180, 40)
+
+
+def test_gif_transparency_on_a_grey_gif():
+  # Pillow opens a GIF with the full grey palette as 'L'; index = value.
+  arr = np.arange(256, dtype=np.uint8).reshape(16, 16)
+  data = encode(Image.fromarray(arr, 'L'), 'GIF', transparency=60)
+  opened = Image.open(io.BytesIO(data))
+  assert opened.mode == 'L' and opened.info['transparency'] == 60
+  out = decode_image(data, exact((16, 16)))
+  expected = np.where(arr == 60, 0, arr)
+  np.testing.assert_array_equal(out, np.repeat(expected[..., None], 3, -1))
 
 
 def test_bmp_is_exact():
@@ -273,7 +354,8 @@ def test_one_pixel_image_upscaled_is_solid():
     ('LA', (9, 0), (9, 9, 9)),
     ('I', 65535, (255, 255, 255)),      # 32-bit 'I' holding 16-bit samples
     ('I', 200, (200, 200, 200)),        # 32-bit 'I' holding 8-bit samples
-    ('I;16', 200, (1, 1, 1)),
+    ('I;16', 200, (0, 0, 0)),           # 16-bit: the high byte
+    ('I;16', 300, (1, 1, 1)),
     ('F', 0.5, (128, 128, 128)),
     ('F', 200.0, (200, 200, 200)),      # floats > 1 are taken as 0..255
 ])
@@ -318,7 +400,11 @@ def with_orientation(n):
 
 
 @pytest.mark.parametrize('orientation', range(1, 9))
-@pytest.mark.parametrize('fmt,kw', [('PNG', {}), ('WEBP', {'lossless': True})])
+@pytest.mark.parametrize('fmt,kw', [
+    ('PNG', {}), ('WEBP', {'lossless': True}),
+    # Pillow >= 12 turns TIFFs itself inside load() (both its own decoder and
+    # libtiff's, which LZW uses): turning again was 180 degrees off.
+    ('TIFF', {}), ('TIFF', {'compression': 'tiff_lzw'})])
 def test_exif_orientation_lossless(orientation, fmt, kw):
   arr = random_rgb(4, 2, seed=orientation)    # 8 distinct pixels, asymmetric
   assert len({tuple(p) for p in arr.reshape(-1, 3)}) == 8
@@ -445,6 +531,89 @@ def test_truncated_png_at_any_point_in_the_pixels(fraction):
   arr = random_rgb(64, 48, seed=5)
   data = encode(Image.fromarray(arr), 'PNG')
   expect_error(data[:int(len(data) * fraction)], rec.DECODE, exact((64, 48)))
+
+
+def _png_idat(data):
+  """(start of IDAT's data, its length) of a PNG with one IDAT."""
+  at = data.find(b'IDAT')
+  assert data.find(b'IDAT', at + 4) < 0
+  return at + 4, struct.unpack('>I', data[at - 4:at])[0]
+
+
+@pytest.mark.parametrize('where', [0.05, 0.3, 0.6, 0.95])
+def test_png_bit_flip_in_idat_fails(where):
+  # A flipped bit as a transfer leaves it: data changed, CRC now wrong. Pillow
+  # raised inside getexif(), which decoded the image first; that was swallowed
+  # and the second load() returned the rows decoded so far.
+  arr = random_rgb(64, 48, seed=5)
+  data = bytearray(encode(Image.fromarray(arr), 'PNG'))
+  start, length = _png_idat(data)
+  data[start + int(length * where)] ^= 0x10
+  expect_error(bytes(data), rec.DECODE, exact((64, 48)))
+  expect_error(bytes(data), rec.DECODE, DecodeConfig(size=(8, 6)))
+
+
+@pytest.mark.parametrize('keep', ['half_idat', 'no_adler32', 'no_crc',
+                                  'no_iend', 'half_iend'])
+def test_png_cut_anywhere_after_the_header_fails(keep):
+  arr = random_rgb(64, 48, seed=6)
+  data = encode(Image.fromarray(arr), 'PNG')
+  start, length = _png_idat(data)
+  end = {'half_idat': start + length // 2,
+         'no_adler32': start + length - 4,    # every row is there
+         'no_crc': start + length,
+         'no_iend': start + length + 4,
+         'half_iend': len(data) - 6}[keep]
+  expect_error(data[:end], rec.DECODE, exact((64, 48)))
+
+
+def test_png_with_bytes_after_iend_still_decodes():
+  arr = random_rgb(8, 4, seed=7)
+  data = encode(Image.fromarray(arr), 'PNG') + b'appended by some tool'
+  np.testing.assert_array_equal(decode_image(data, exact((8, 4))), arr)
+
+
+SECRET = b'K3Y!s3cr'   # '!': no PNG chunk name, no PPM comment
+
+
+def _png_with_chunk_between_idats(name):
+  arr = random_rgb(64, 48, seed=8)
+  data = encode(Image.fromarray(arr), 'PNG')
+  start, length = _png_idat(data)
+  idat = data[start:start + length]
+  half = length // 2
+  return (data[:start - 8] + png_chunk(b'IDAT', idat[:half]) +
+          png_chunk(name, b'') + png_chunk(b'IDAT', idat[half:]) +
+          data[start + length + 4:])
+
+
+@pytest.mark.parametrize('data', [
+    SECRET + b'\xff\xfe' + bytes(range(200)),            # unknown binary
+    b'P6\n' + SECRET + b'_' + SECRET + b' 4\n255\n',      # PPM header token
+    _png_with_chunk_between_idats(SECRET[:4]),           # PNG chunk name
+    b'%s\n' % SECRET + b'not an image',                  # text
+], ids=['binary', 'ppm_token', 'png_chunk', 'text'])
+def test_error_messages_never_quote_the_file(data):
+  with pytest.raises(DecodeError) as info:
+    decode_image(data, DecodeConfig(size=(8, 8)))
+  message = str(info.value)
+  for leak in (SECRET, SECRET[:4], SECRET.hex(), SECRET[:4].hex(),
+               repr(SECRET[:4])):
+    text = leak if isinstance(leak, str) else leak.decode('latin-1')
+    assert text not in message, message
+  out = prepare_record(Record(line=b'x', data=data), DecodeConfig(size=(8, 8)),
+                       encoded_input=False)
+  assert out.error == rec.DECODE and SECRET.decode('latin-1') not in \
+      out.message and SECRET[:4].decode('latin-1') not in out.message
+
+
+def test_error_messages_name_the_cause_in_our_words():
+  arr = random_rgb(64, 48, seed=4)
+  data = encode(Image.fromarray(arr), 'PNG')
+  assert expect_error(data[:len(data) // 2], rec.DECODE, exact((64, 48))) == \
+      'decode failed: OSError (truncated)'
+  assert expect_error(bytes(range(255, -1, -1)), rec.DECODE) == \
+      'not a supported image (unknown format)'
 
 
 def test_png_bomb_is_too_large_and_fast(png_bomb):

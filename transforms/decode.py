@@ -1,11 +1,19 @@
 """Decode and resize: encoded bytes -> uint8 RGB pixels of the model's size.
 
 Colour handling mirrors TensorFlow's ``decode_image(channels=3)``, which is what
-most classifiers were trained on: alpha is dropped rather than composited, 16-bit
-samples are scaled (not clipped) to 8 bits, EXIF orientation is applied.
+most classifiers were trained on: alpha is dropped rather than composited (but a
+GIF's transparent pixels are black, as TensorFlow leaves them), 16-bit samples
+are scaled (not clipped) to 8 bits; unlike TensorFlow, EXIF orientation is
+applied. docs/decoding.md lists every known difference and the tests that pin
+them (tests/test_conformance.py).
+
+Error messages are our own words plus exception class names: never text from
+the exception, which can quote the file's bytes (a local file's first bytes,
+PNG chunk names, header tokens).
 """
 import dataclasses
 import io
+import re
 import warnings
 from typing import Tuple
 
@@ -21,6 +29,8 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Orientation values that swap width and height.
 _TRANSPOSED = (5, 6, 7, 8)
 _EXIF_ORIENTATION = 0x0112
+# An IEND chunk: length 0, type, CRC.
+_PNG_END = b'\x00\x00\x00\x00IEND\xaeB`\x82'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +57,12 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
       warnings.simplefilter('ignore', Image.DecompressionBombWarning)
       img = Image.open(io.BytesIO(data))
   except Image.DecompressionBombError as e:
-    raise DecodeError(rec.TOO_LARGE, str(e)) from e
+    raise DecodeError(rec.TOO_LARGE, _bomb_message(e)) from e
   except UnidentifiedImageError as e:
     raise DecodeError(
         rec.DECODE, f'not a supported image ({_sniff(data)})') from e
   except Exception as e:  # pylint: disable=broad-except
-    raise DecodeError(rec.DECODE, f'{type(e).__name__}: {e}') from e
+    raise DecodeError(rec.DECODE, _failure('open failed', e)) from e
   width, height = img.size
   if width * height > max_pixels:
     raise DecodeError(
@@ -66,27 +76,46 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
 def decode_image(data: bytes, config: DecodeConfig) -> np.ndarray:
   """Encoded image -> uint8 array [height, width, 3] at config.size."""
   img = open_image(data, config.max_pixels)
+  fmt = img.format            # a transposed copy has none
   try:
-    orientation = _orientation(img)
-    if config.draft and img.format == 'JPEG':
-      w, h = config.size
-      if orientation in _TRANSPOSED:
-        w, h = h, w
-      # draft keeps at least the requested size, so resizing still reduces.
-      img.draft('RGB', (w, h))
-    img.load()
+    if fmt == 'JPEG':
+      # A JPEG's EXIF comes with its header, so draft can aim at the stored
+      # orientation before anything is decoded.
+      orientation = _orientation(img)
+      # CMYK/YCCK (both open as CMYK) convert to RGB multiplicatively: a draft
+      # averages C and K before that product and shifts colours.
+      if config.draft and img.mode != 'CMYK':
+        w, h = config.size
+        if orientation in _TRANSPOSED:
+          w, h = h, w
+        # draft keeps at least the requested size, so resizing still reduces.
+        img.draft('RGB', (w, h))
+      img.load()
+    else:
+      # Decode first: PNG's getexif decodes itself (and a failure in there
+      # must not be lost), and TIFF applies its orientation inside load()
+      # (Pillow >= 12) and drops the tag, so only what remains is ours to do.
+      img.load()
+      if fmt == 'PNG' and not _png_complete(data):
+        raise DecodeError(rec.DECODE, 'decode failed: truncated (no IEND)')
+      orientation = _orientation(img)
     if orientation not in (None, 1):
       img = _apply_orientation(img, orientation)
-    rgb = to_rgb(img)
+    if fmt == 'GIF' and img.mode in ('P', 'L') and 'transparency' in img.info:
+      rgb = _gif_to_rgb(img)
+    else:
+      rgb = to_rgb(img)
     if rgb.size != tuple(config.size):
       rgb = rgb.resize(config.size, Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8)
   except DecodeError:
     raise
-  except (Image.DecompressionBombError, MemoryError) as e:
-    raise DecodeError(rec.TOO_LARGE, f'{type(e).__name__}: {e}') from e
+  except Image.DecompressionBombError as e:
+    raise DecodeError(rec.TOO_LARGE, _bomb_message(e)) from e
+  except MemoryError as e:
+    raise DecodeError(rec.TOO_LARGE, 'out of memory while decoding') from e
   except Exception as e:  # pylint: disable=broad-except
-    raise DecodeError(rec.DECODE, f'{type(e).__name__}: {e}') from e
+    raise DecodeError(rec.DECODE, _failure('decode failed', e)) from e
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -108,6 +137,23 @@ def to_rgb(img: Image.Image) -> Image.Image:
   return img.convert('RGB')
 
 
+def _png_complete(data: bytes) -> bool:
+  # Pillow returns every row of a PNG cut after its last row (in zlib's
+  # checksum, a CRC or before IEND); libpng, so TensorFlow, rejects it: it was
+  # cut, and the unchecked tail may hide corruption. Trailing bytes after IEND
+  # are allowed, as libpng allows them.
+  return data.endswith(_PNG_END) or _PNG_END in data
+
+
+def _gif_to_rgb(img: Image.Image) -> Image.Image:
+  # TensorFlow's GIF decoder never writes a transparent pixel, so on the first
+  # frame it stays at the canvas's 0: black, not the palette colour.
+  transparent = np.asarray(img) == img.info['transparency']
+  rgb = np.array(img.convert('RGB'))
+  rgb[transparent] = 0
+  return Image.fromarray(rgb, 'RGB')
+
+
 def _wide_to_uint8(arr: np.ndarray, sixteen_bit: bool = False) -> np.ndarray:
   if arr.dtype.kind == 'f':
     arr = np.nan_to_num(arr.astype(np.float64))
@@ -119,8 +165,10 @@ def _wide_to_uint8(arr: np.ndarray, sixteen_bit: bool = False) -> np.ndarray:
   # I;16 modes are 16-bit whatever their values (a dark image peaks below 256);
   # only for 32-bit 'I' (16-bit PNGs in older Pillow) is the range guessed.
   if sixteen_bit or peak > 255:
-    # 16-bit samples (also 16-bit PNGs that Pillow opens as 32-bit 'I').
-    return np.clip((arr + 128) // 257, 0, 255).astype(np.uint8)
+    # 16-bit samples (also 16-bit PNGs that Pillow opens as 32-bit 'I'): the
+    # high byte, as TensorFlow gives (libpng's strip_16) and as Pillow itself
+    # reads 16-bit RGB(A) PNGs; rounding would differ from both by one level.
+    return np.clip(arr >> 8, 0, 255).astype(np.uint8)
   return np.clip(arr, 0, 255).astype(np.uint8)
 
 
@@ -163,7 +211,36 @@ def _sniff(data: bytes) -> str:
     head.decode('utf-8')
     return 'text, not image data'
   except UnicodeDecodeError:
-    return f'unknown format, starts {data[:8].hex()}'
+    return 'unknown format'
+
+
+# Causes named in Pillow's messages, mapped to our words; the message itself
+# is never repeated (it can quote the file).
+_CAUSES = (
+    ('truncated', 'truncated'),
+    ('decoder error', 'corrupt data'),
+    ('broken', 'corrupt data'),
+    ('checksum', 'bad checksum'),
+    ('crc', 'bad checksum'),
+    ('unsupported', 'unsupported variant'),
+    ('not supported', 'unsupported variant'),
+    ('palette', 'bad palette'),
+    ('eof', 'truncated'),
+)
+
+
+def _failure(what: str, e: Exception) -> str:
+  text = str(e).lower()
+  cause = next((name for word, name in _CAUSES if word in text), None)
+  suffix = f' ({cause})' if cause else ''
+  return f'{what}: {type(e).__name__}{suffix}'
+
+
+def _bomb_message(e: Exception) -> str:
+  # Only the pixel count, which Pillow computed from the header's dimensions.
+  match = re.search(r'\((\d+) pixels\)', str(e))
+  pixels = f' of {match.group(1)} pixels' if match else ''
+  return f'image{pixels} exceeds the decompression-bomb limit'
 
 
 def prepare_record(record: Record, config: DecodeConfig,

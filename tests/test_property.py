@@ -174,8 +174,8 @@ class World:
         (403, rec.FORBIDDEN), (401, rec.FORBIDDEN), (400, rec.FETCH),
         (500, rec.FETCH), (503, rec.FETCH)])
     # The query names the case: its requests can be told from another's.
-    return Entry(self.web_base + b'/status/%d?case=%s' % (code, self.tag.encode()),
-                 kind, how=f'http {code}')
+    line = b'%s/status/%d?case=%s' % (self.web_base, code, self.tag.encode())
+    return Entry(line, kind, how=f'http {code}')
 
   def json_url(self) -> Entry:
     entry = self.rng.choice([self.local_good, self.http_good,
@@ -260,8 +260,9 @@ def _safe(stage, record, kind):
 
 
 def reference(raw_lines, image_type, model_path, formatter):
-  """[(outcome, output line or None)] for each line processed alone; None
-  where the Formatter cannot write it (the message is then not compared)."""
+  """[(outcome, output line or None, echoed line)] for each line processed
+  alone; None where the Formatter cannot write the line (its message is then
+  not compared, only its kind)."""
   records = []
   for raw in raw_lines:
     record = read.parse_line(raw, image_type)
@@ -340,6 +341,7 @@ def test_hostile_file_list(tmp_path, identity_model, nginx, seed, workers,
   raw = world.listing(entries)
   lines = [e.line for e in entries]
   labels = inference.load_labels(identity_model, None, NUM_CLASSES)
+
   def requests():
     # Only this case's: a failed job elsewhere may still be fetching.
     return [p for p in nginx.requests() if world.tag in p]

@@ -2,8 +2,10 @@
 real oss2 client and verified signatures."""
 import io
 import os
+import re
 import subprocess
 import sys
+import urllib.parse
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
 from tests import models
-from tests.conftest import OSS_SECRET, write_image
+from tests.conftest import OSS_ID, OSS_SECRET, write_image
 from tests.helpers import run_job, split_output_line
 from transforms import ossio
 
@@ -230,6 +232,15 @@ def test_secret_never_leaks(tmp_path, oss_env, model_dirs):
   its environment only, never in output, logs, options or the job graph."""
   server = oss_env
   _job_inputs(tmp_path, server, model_dirs)
+  # Presigned URLs (V1 and V4) read over http(s): urllib3 logs their query.
+  import oss2
+  signed = [oss2.Bucket(auth, server.endpoint, 'data', region='cn-hangzhou')
+            .sign_url('GET', 'img/img 0.jpg', 600) for auth in (
+                oss2.Auth(OSS_ID, OSS_SECRET),
+                oss2.ProviderAuthV4(oss2.credentials.StaticCredentialsProvider(
+                    OSS_ID, OSS_SECRET)))]
+  server.put('data', 'lists/list.txt', server.get('data', 'lists/list.txt') +
+             ''.join(u + '\n' for u in signed).encode())
   env = dict(os.environ)
   argv = ['-Dmodel_path=oss://models/m/uint8',
           '-Dinput_oss_file=oss://data/lists/list.txt',
@@ -241,6 +252,17 @@ def test_secret_never_leaks(tmp_path, oss_env, model_dirs):
   assert proc.returncode == 0, proc.stderr.decode()[-3000:]
   secret = OSS_SECRET.encode()
   assert secret not in proc.stdout and secret not in proc.stderr
+  # Nor anything that replays a request: every Authorization header and URL
+  # signature the server received (oss2 and urllib3 log them at DEBUG).
+  assert b'oss2.http:Send request' in proc.stderr   # DEBUG did reach stderr
+  material = _signatures(server)
+  assert len(material) > 20
+  assert not [m for m in material if m.encode() in proc.stderr]
+  assert f'OSS {OSS_ID}:'.encode() not in proc.stderr
+  assert not re.search(rb'Signature=(?!<redacted>)', proc.stderr, re.I)
+  results = server.get('out', 'leak/result.txt').splitlines()
+  assert sorted(u.encode() for u in signed) == sorted(
+      split_output_line(l)[0] for l in results if b'?' in l)
   for key in server.keys('out'):
     assert secret not in server.get('out', key), key
   from pipeline import cli, graph
@@ -253,6 +275,19 @@ def test_secret_never_leaks(tmp_path, oss_env, model_dirs):
   assert not [b for b in blobs if secret in b]
   # The search reaches inside pickled DoFns: the model path is found there.
   assert any(b'oss://models/m/uint8' in b for b in blobs)
+
+
+def _signatures(server):
+  found = set()
+  for r in server.requests:
+    auth = r.headers.get('authorization')
+    if auth:
+      found.update([auth, auth.rpartition(':')[2]])
+    for name in ('Signature', 'x-oss-signature'):
+      if r.query.get(name):
+        found.update([r.query[name], urllib.parse.quote(r.query[name],
+                                                        safe='')])
+  return found
 
 
 def _graph_blobs(proto):

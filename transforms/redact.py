@@ -25,17 +25,18 @@ _PARAMS = ('signature', 'x-oss-signature', 'ossaccesskeyid', 'security-token',
            'x-oss-credential', 'x-oss-access-key-id', 'x-oss-additional-headers',
            'signatureprovided', 'x-amz-signature', 'x-amz-credential')
 
-_NAME = r'(?<![\w-])(?:{})'
+# No word boundary: in a repr the name may follow an escape ('\\nx-oss-').
+_NAME = r'(?:{})'
 # name, then ': ' / '=' / "': '" (a dict's repr), then the value, quoted or
 # not; a quoted value ends at its own quote.
 _HEADER_RE = re.compile(
     _NAME.format('|'.join(map(re.escape, _HEADERS))) +
     r'''(?P<sep>['"]?\s*[:=]\s*)(?:b?(?P<q>['"])(?:\\.|(?!(?P=q)).)*(?P=q)'''
-    r'''|[^\r\n'"&]+)''', re.IGNORECASE)
+    r'''|[^\r\n'"&\\]+)''', re.IGNORECASE)
 _PARAM_RE = re.compile(
     _NAME.format('|'.join(map(re.escape, _PARAMS))) +
     r'''(?P<sep>=|['"]\s*:\s*)(?:b?(?P<q>['"])(?:\\.|(?!(?P=q)).)*(?P=q)'''
-    r'''|[^\s&'",;}\])<]+)''', re.IGNORECASE)
+    r'''|[^\s&'",;}\])<\\]+)''', re.IGNORECASE)
 # The same fields in an OSS error reply (SignatureDoesNotMatch echoes them).
 _XML_RE = re.compile(
     r'<(?P<tag>{})>[^<]*</(?P=tag)>'.format(

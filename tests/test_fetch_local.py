@@ -1,6 +1,7 @@
 """Local paths: only regular files are read; anything that could block or
 never end is refused without a read."""
 import contextlib
+import io
 import os
 import shutil
 import socket
@@ -10,6 +11,7 @@ import threading
 import time
 
 import pytest
+from apache_beam.io.localfilesystem import LocalFileSystem
 
 from tests.conftest import write_image
 from tests.helpers import run_job, split_output_line
@@ -137,3 +139,48 @@ def test_a_fifo_swapped_in_after_the_check_cannot_block(tmp_path,
   assert outcome and outcome[0].kind == 'unsupported'
   assert 'FIFO' in str(outcome[0])
   assert stat.S_ISFIFO(real_stat(fifo).st_mode)
+
+
+class _Endless(io.RawIOBase):
+  """A stream that never ends: 16 KiB every 20 ms."""
+
+  def readable(self):
+    return True
+
+  def readinto(self, buffer):
+    time.sleep(0.02)
+    n = min(len(buffer), 16 << 10)
+    buffer[:n] = b'\0' * n
+    return n
+
+
+class _EndlessFileSystem(LocalFileSystem):
+  """A Beam file system without read_object (the generic path)."""
+
+  @classmethod
+  def scheme(cls):
+    return 'endless-test'
+
+  def open(self, path, mime_type='application/octet-stream',
+           compression_type=None):
+    return io.BufferedReader(_Endless(), buffer_size=16 << 10)
+
+
+def test_other_file_systems_read_under_the_deadline():
+  fetcher = Fetcher(FetchConfig(read_timeout=0.5, max_bytes=64 << 20))
+  outcome = []
+
+  def read():
+    try:
+      fetcher.read('endless-test://x/y.jpg')
+    except FetchError as e:
+      outcome.append(e)
+
+  start = time.monotonic()
+  runner = threading.Thread(target=read, daemon=True)
+  runner.start()
+  runner.join(30)
+  assert not runner.is_alive(), 'the read ignored the deadline'
+  # The deadline is checked between 64 KiB reads (80 ms each here).
+  assert time.monotonic() - start < 5
+  assert outcome[0].kind == 'timeout' and outcome[0].transient

@@ -3,6 +3,7 @@ output, captured from real requests to the OSS double."""
 import io
 import logging
 import re
+import sys
 
 import oss2
 import pytest
@@ -144,3 +145,19 @@ def test_plain_lines_are_untouched():
   for line in ('Make signature: string to be signed = GET', 'authorization '
                'failed for bucket b', 'x-oss-signature-version=OSS4', ''):
     assert redact.redact(line) == line
+
+
+def test_exception_text_is_redacted_for_every_handler(factory):
+  """Beam's worker log handler sends record.exc_info formatted by itself:
+  a redacted record keeps only the redacted traceback text."""
+  redact.install()
+  try:
+    raise ValueError('GET /k?OSSAccessKeyId=ID9&Signature=SIG9 failed')
+  except ValueError:
+    record = logging.getLogger('x').makeRecord(
+        'x', logging.ERROR, __file__, 1, 'fetch %s', ('oss://b/k',),
+        sys.exc_info())
+  assert record.exc_info is None and 'SIG9' not in record.exc_text
+  text = logging.Formatter().format(record)
+  assert 'Traceback' in text and 'fetch oss://b/k' in text
+  assert 'SIG9' not in text and 'ID9' not in text

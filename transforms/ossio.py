@@ -194,9 +194,12 @@ def _session():
 
 def is_transient(e: BaseException) -> bool:
   if isinstance(e, (oss2.exceptions.RequestError,
-                    requests.exceptions.RequestException)):
+                    requests.exceptions.RequestException,
+                    urllib3.exceptions.ProtocolError,
+                    urllib3.exceptions.ReadTimeoutError)):
     # Connection reset, timeout, a body cut short mid-read (requests raises
-    # ChunkedEncodingError from .read(), outside oss2's own error types).
+    # ChunkedEncodingError from .read(), urllib3 ProtocolError from the
+    # body reads of read(), outside oss2's own error types).
     return True
   status = getattr(e, 'status', None)
   return isinstance(e, oss2.exceptions.OssError) and status is not None and (
@@ -306,8 +309,9 @@ class OssIO:
     """The whole object in one GET (images); an object over max_bytes is
     refused from its Content-Length, a body cut short is an error (retried
     here unless the caller has its own retry policy). timeout bounds each
-    attempt as a whole, however slowly the bytes arrive. Raises TooLarge or
-    an OSError from to_io_error, nothing else."""
+    attempt as a whole, however slowly the bytes arrive. Raises ValueError
+    for a malformed path, OssConfigError, TooLarge or an OSError from
+    to_io_error: nothing whose meaning hides in its message."""
     bucket, key = parse_path(path)
 
     def fetch():

@@ -85,9 +85,12 @@ def install() -> None:
       if clean != message:
         record.msg, record.args = clean, ()
       if record.exc_info and record.exc_info[0] is not None:
-        # Formatters reuse exc_text when set: the traceback goes out redacted.
-        record.exc_text = redact(
-            logging.Formatter().formatException(record.exc_info))
+        trace = logging.Formatter().formatException(record.exc_info)
+        clean = redact(trace)
+        if clean != trace:
+          # Formatters print exc_text when set; Beam's worker handler would
+          # also send the raw exception as the entry's trace: drop it.
+          record.exc_text, record.exc_info = clean, None
       if record.stack_info:
         record.stack_info = redact(record.stack_info)
       return record

@@ -34,6 +34,7 @@ from apache_beam.options.pipeline_options import (DirectOptions,
 from pipeline import graph
 from pipeline.options import (EvPredictOptions, UsageError, check_beam_flags,
                               parse_command_line, to_flags)
+from transforms import redact
 
 _LOG = logging.getLogger('ev_predict')
 _DIRECT = (None, 'DirectRunner', 'directrunner')
@@ -91,6 +92,7 @@ def make_runner(options: PipelineOptions):
 
 def run(argv: List[str]) -> dict:
   """Runs a job to completion and returns its summary (raises on failure)."""
+  redact.install()   # before any library logs a signed request
   options = make_options(argv)
   job = graph.plan(options)
   _LOG.info('ev-predict: run %s, model input %s %sx%s, %d worker(s) x %d '
@@ -167,6 +169,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   if not argv or argv[0] in ('-h', '--help', 'help'):
     _print_help()
     return 0 if argv else 2
+  redact.install()
   logging.basicConfig(level=logging.ERROR, stream=sys.stderr,
                       format='%(message)s')
   _LOG.setLevel(logging.INFO)

@@ -117,7 +117,7 @@ def check_parameters(params: Mapping[str, str]) -> List[str]:
       errors.append(str(e))
       return None
 
-  for name in ('block_private_networks', 'jpeg_draft'):
+  for name in ('block_private_networks', 'allow_local_files', 'jpeg_draft'):
     if name in params:
       parsed(parse_bool, params[name], name)
   if 'image_size' in params:
@@ -139,7 +139,8 @@ def check_parameters(params: Mapping[str, str]) -> List[str]:
                'error_oss_file', 'label_map_path'):
     path = params.get(name)
     try:
-      inside = not path or ossio.allowed(path, allow)
+      inside = not path or ossio.allowed(path, allow,
+                                         folder=name == 'model_path')
     except ValueError as e:
       errors.append(f'-D{name}: {e}')
       continue
@@ -206,7 +207,9 @@ def plan(options: EvPredictOptions) -> JobPlan:
                         pool_size=o.fetch_threads, allowed_prefixes=allow,
                         block_private_networks=parse_bool(
                             o.block_private_networks,
-                            'block_private_networks')),
+                            'block_private_networks'),
+                        allow_local_files=parse_bool(
+                            o.allow_local_files, 'allow_local_files')),
       decode=DecodeConfig(size=spec.image_size if spec.width else (0, 0),
                           max_pixels=o.max_image_pixels,
                           draft=parse_bool(o.jpeg_draft, 'jpeg_draft')),

@@ -66,6 +66,8 @@ PARAMETERS: Dict[str, Tuple[type, object, str]] = {
                         'yield the cores to the model\'s threads) or normal.'),
     'block_private_networks': (str, 'false', 'Refuse http(s) images on '
                                'loopback/private addresses (untrusted lists).'),
+    'allow_local_files': (str, 'true', 'false: local paths and file:// URLs '
+                          'in the list are refused (untrusted lists).'),
     'jpeg_draft': (str, 'true', 'Decode JPEGs at reduced scale when larger '
                    'than the model input.'),
     'max_restarts': (int, 2, 'Local worker processes (num_worker > 1): '

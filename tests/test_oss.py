@@ -1,9 +1,14 @@
 """oss:// everywhere, against the local OSS server over real HTTP with the
 real oss2 client and verified signatures."""
+import collections
 import io
 import os
+import re
 import subprocess
 import sys
+import threading
+import time
+import urllib.parse
 
 import numpy as np
 import pytest
@@ -11,7 +16,7 @@ from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
 from tests import models
-from tests.conftest import OSS_SECRET, write_image
+from tests.conftest import OSS_ID, OSS_SECRET, write_image
 from tests.helpers import run_job, split_output_line
 from transforms import ossio
 
@@ -230,6 +235,15 @@ def test_secret_never_leaks(tmp_path, oss_env, model_dirs):
   its environment only, never in output, logs, options or the job graph."""
   server = oss_env
   _job_inputs(tmp_path, server, model_dirs)
+  # Presigned URLs (V1 and V4) read over http(s): urllib3 logs their query.
+  import oss2
+  signed = [oss2.Bucket(auth, server.endpoint, 'data', region='cn-hangzhou')
+            .sign_url('GET', 'img/img 0.jpg', 600) for auth in (
+                oss2.Auth(OSS_ID, OSS_SECRET),
+                oss2.ProviderAuthV4(oss2.credentials.StaticCredentialsProvider(
+                    OSS_ID, OSS_SECRET)))]
+  server.put('data', 'lists/list.txt', server.get('data', 'lists/list.txt') +
+             ''.join(u + '\n' for u in signed).encode())
   env = dict(os.environ)
   argv = ['-Dmodel_path=oss://models/m/uint8',
           '-Dinput_oss_file=oss://data/lists/list.txt',
@@ -241,6 +255,17 @@ def test_secret_never_leaks(tmp_path, oss_env, model_dirs):
   assert proc.returncode == 0, proc.stderr.decode()[-3000:]
   secret = OSS_SECRET.encode()
   assert secret not in proc.stdout and secret not in proc.stderr
+  # Nor anything that replays a request: every Authorization header and URL
+  # signature the server received (oss2 and urllib3 log them at DEBUG).
+  assert b'oss2.http:Send request' in proc.stderr   # DEBUG did reach stderr
+  material = _signatures(server)
+  assert len(material) > 20
+  assert not [m for m in material if m.encode() in proc.stderr]
+  assert f'OSS {OSS_ID}:'.encode() not in proc.stderr
+  assert not re.search(rb'Signature=(?!<redacted>)', proc.stderr, re.I)
+  results = server.get('out', 'leak/result.txt').splitlines()
+  assert sorted(u.encode() for u in signed) == sorted(
+      split_output_line(l)[0] for l in results if b'?' in l)
   for key in server.keys('out'):
     assert secret not in server.get('out', key), key
   from pipeline import cli, graph
@@ -253,6 +278,19 @@ def test_secret_never_leaks(tmp_path, oss_env, model_dirs):
   assert not [b for b in blobs if secret in b]
   # The search reaches inside pickled DoFns: the model path is found there.
   assert any(b'oss://models/m/uint8' in b for b in blobs)
+
+
+def _signatures(server):
+  found = set()
+  for r in server.requests:
+    auth = r.headers.get('authorization')
+    if auth:
+      found.update([auth, auth.rpartition(':')[2]])
+    for name in ('Signature', 'x-oss-signature'):
+      if r.query.get(name):
+        found.update([r.query[name], urllib.parse.quote(r.query[name],
+                                                        safe='')])
+  return found
 
 
 def _graph_blobs(proto):
@@ -290,3 +328,79 @@ def test_reuploaded_model_is_fetched_again(tmp_path, oss_env):
   with open(os.path.join(second, 'saved_model.pb'), 'rb') as f:
     assert f.read() == server.get('models', 'swap/saved_model.pb')
   assert not [n for n in os.listdir(modelcache.cache_root()) if '.tmp-' in n]
+
+
+def test_errors_are_classified_by_status_never_by_key(tmp_path, oss_env,
+                                                      model_dirs):
+  """Keys that spell '403', '404', 'not found' or 'AccessDenied': a 503 or a
+  reset on them is retried like any other (the old classifier read the
+  message, which holds the path, and made them final forbidden/not_found)."""
+  server = oss_env
+  names = ['2024/img_1403.jpg', '404/not found.jpg', 'AccessDenied/x.jpg',
+           'NoSuchKey/403 Forbidden.jpg']
+  for i, name in enumerate(names):
+    with open(write_image(tmp_path / f'{i}.jpg', 300 + i), 'rb') as f:
+      data = f.read()
+    server.put('data', f'recover/{name}', data)
+    server.put('data', f'stuck/{name}', data)
+  gets, lock = collections.Counter(), threading.Lock()
+
+  def faultable(r):
+    # recover/: a 503, then a reset, then served; stuck/: 503 then resets
+    # for ever.
+    if r.op != 'GetObject':
+      return False
+    with lock:
+      gets[r.key] += 1
+      return r.key.startswith('stuck/') or gets[r.key] <= 2
+
+  lines = [f'oss://data/{d}/{n}' for d in ('recover', 'stuck') for n in names]
+  lines += ['oss://data/missing/403/img_1403.jpg']
+  with server.faults(fail_first=1, error_status=503, reset_rate=1.0,
+                     fault_filter=faultable):
+    results, errors, _ = run_job(
+        tmp_path, lines, model_dirs['uint8'], fetch_retries=3,
+        ossHost=server.endpoint)
+  ok = sorted(split_output_line(l)[0].decode() for l in results)
+  assert ok == sorted(l for l in lines if '/recover/' in l)
+  failed = {split_output_line(l)[0].decode(): split_output_line(l)[1]
+            for l in errors}
+  assert failed.pop('oss://data/missing/403/img_1403.jpg')['error'] == \
+      'not_found'
+  assert sorted(failed) == sorted(l for l in lines if '/stuck/' in l)
+  for line, body in failed.items():
+    assert body['error'] == 'fetch' and 'after 4 attempts' in \
+        body['message'], (line, body)
+    key = line[len('oss://data/'):]
+    assert [r.fault for r in server.requests.filter(op='GetObject',
+                                                   key=key)] == \
+        ['error', 'reset', 'reset', 'reset']
+  # The server never said 403, and 404 only for the missing key.
+  assert not server.requests.count(status=403)
+  assert {r.key for r in server.requests if r.status == 404} == {
+      'missing/403/img_1403.jpg'}
+
+
+def test_slow_body_is_stopped_at_the_deadline(tmp_path, oss_env, model_dirs):
+  """-Dfetch_timeout bounds a whole object read: a body trickling in (each
+  socket read well within any per-read timeout) is cut at the deadline."""
+  server = oss_env
+  server.put('data', 'slow/big.jpg', os.urandom(200_000))
+  with open(write_image(tmp_path / 'small.jpg', 7), 'rb') as f:
+    server.put('data', 'slow/small.jpg', f.read())
+  with server.faults(slow_body=50_000):   # 4 s for the big body
+    results, errors, _ = run_job(
+        tmp_path, ['oss://data/slow/big.jpg', 'oss://data/slow/small.jpg'],
+        model_dirs['uint8'], fetch_timeout=1, fetch_retries=1,
+        ossHost=server.endpoint)
+    assert [split_output_line(l)[0] for l in results] == [
+        b'oss://data/slow/small.jpg']
+    body = split_output_line(errors[0])[1]
+    assert body['error'] == 'timeout' and 'after 2 attempts' in \
+        body['message']
+    assert server.requests.count(op='GetObject', key='slow/big.jpg') == 2
+    fs = FileSystems.get_filesystem('oss://data/slow/big.jpg')
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+      fs.read_object('oss://data/slow/big.jpg', 1 << 20, timeout=1.0)
+    assert time.monotonic() - start < 1.8

@@ -18,12 +18,14 @@ def test_allow_list():
   assert allow == ('oss://img/train/', 'oss://models/', 'oss://out/x/')
   ok = ['oss://img/train/a.jpg', 'oss://img/train/sub/b.jpg',
         'oss://models/m/saved_model.pb', 'oss://out/x/result.txt',
-        'oss://img/train/./c.jpg', '/local/path.jpg', 'http://h/x.jpg']
+        '/local/path.jpg', 'http://h/x.jpg']
   refused = ['oss://img/trainX/a.jpg', 'oss://img/test/a.jpg',
              'oss://img/train/../test/a.jpg', 'oss://other/a.jpg',
-             'oss://out/xy/result.txt']
-  # The folder itself (e.g. a model directory given without a slash).
-  assert ossio.allowed('oss://img/train', allow)
+             'oss://out/xy/result.txt', 'oss://img/train/./c.jpg']
+  # The folder itself (e.g. a model directory given without a slash), but
+  # not as an object: the key 'train' is outside 'train/'.
+  assert ossio.allowed('oss://img/train', allow, folder=True)
+  assert not ossio.allowed('oss://img/train', allow)
   assert all(ossio.allowed(p, allow) for p in ok)
   assert not any(ossio.allowed(p, allow) for p in refused)
   assert ossio.allowed('oss://any/thing', ())   # no list: no limit

@@ -4,16 +4,17 @@ import dataclasses
 import errno
 import os
 import random
-import socket
+import stat
 import time
 import urllib.parse
-from typing import Tuple
+from typing import Optional, Tuple
 
-from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import http
 from transforms import ossio
+from transforms import redact
 from transforms import record as rec
 from transforms.record import Record
 
@@ -39,6 +40,9 @@ class FetchConfig:
   # For untrusted file lists: refuse URLs whose host resolves to a loopback,
   # private, link-local or otherwise non-public address (SSRF).
   block_private_networks: bool = False
+  # False for untrusted lists: local paths and file:// URLs are refused
+  # without touching the disk.
+  allow_local_files: bool = True
 
 
 class Fetcher:
@@ -46,6 +50,8 @@ class Fetcher:
 
   def __init__(self, config: FetchConfig = FetchConfig()):
     self._config = config
+    # urllib3 logs request lines at DEBUG: a presigned URL's signature.
+    redact.install()
     # FileSystems.get_filesystem builds a new instance (parsing the pipeline
     # options) on every call: once per scheme is enough for a worker.
     self._filesystems = {}
@@ -54,9 +60,9 @@ class Fetcher:
   def __call__(self, record: Record) -> Record:
     if not record.ok or record.data is not None or record.source is None:
       return record
-    if not ossio.allowed(record.source, self._config.allowed_prefixes):
-      return record.fail(rec.FORBIDDEN,
-                         f'{record.source} is outside the allowed buckets')
+    refusal = self._refusal(record.source)
+    if refusal:
+      return record.fail(*refusal)
     attempt = 0
     while True:
       try:
@@ -68,6 +74,19 @@ class Fetcher:
       delay = self._config.backoff * (2 ** attempt)
       time.sleep(delay * (0.5 + random.random()))
       attempt += 1
+
+  def _refusal(self, source: str) -> Optional[Tuple[str, str]]:
+    """(kind, message) when the job's access rules refuse source."""
+    if not self._config.allow_local_files and _is_local(source):
+      return rec.FORBIDDEN, (f'{source} is a local file '
+                             '(-Dallow_local_files=false)')
+    try:
+      inside = ossio.allowed(source, self._config.allowed_prefixes)
+    except ValueError as e:
+      return rec.BAD_LINE, str(e)
+    if not inside:
+      return rec.FORBIDDEN, f'{source} is outside the allowed buckets'
+    return None
 
   def read(self, source: str) -> bytes:
     try:
@@ -87,23 +106,36 @@ class Fetcher:
     return self._http.get(url)
 
   def _read_local(self, path: str) -> bytes:
+    # Only regular files: a FIFO, /dev/stdin, a socket or a device could
+    # block forever or never end. stat first, so that nothing else is even
+    # opened (opening a device can have effects); O_NONBLOCK, so that a FIFO
+    # swapped in after the stat cannot block the open; fstat, so that what
+    # is read is what was checked.
     try:
-      size = os.path.getsize(path)
-      if size > self._config.max_bytes:
-        raise FetchError(
-            rec.TOO_LARGE,
-            f'{size} bytes exceeds the {self._config.max_bytes}-byte cap')
-      with open(path, 'rb') as f:
-        return f.read(self._config.max_bytes + 1)
-    except FileNotFoundError as e:
+      _check_regular(os.stat(path), path)
+      fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY |
+                   os.O_CLOEXEC)
+      with os.fdopen(fd, 'rb') as f:
+        info = os.fstat(fd)
+        _check_regular(info, path)
+        if info.st_size > self._config.max_bytes:
+          raise FetchError(
+              rec.TOO_LARGE, f'{info.st_size} bytes exceeds the '
+              f'{self._config.max_bytes}-byte cap')
+        data = f.read(self._config.max_bytes + 1)
+    except (FileNotFoundError, NotADirectoryError) as e:
       raise FetchError(rec.NOT_FOUND, f'no such file: {path}') from e
     except PermissionError as e:
       raise FetchError(rec.FORBIDDEN, f'permission denied: {path}') from e
-    except IsADirectoryError as e:
-      raise FetchError(rec.NOT_FOUND, f'is a directory: {path}') from e
     except OSError as e:
       raise FetchError(rec.FETCH, f'{e.strerror or e}: {path}',
                        e.errno in (errno.EIO, errno.EAGAIN)) from e
+    except ValueError as e:   # a NUL byte in the path
+      raise FetchError(rec.BAD_LINE, f'invalid path: {e}') from e
+    if len(data) > self._config.max_bytes:   # it grew since the fstat
+      raise FetchError(
+          rec.TOO_LARGE, f'more than the {self._config.max_bytes}-byte cap')
+    return data
 
   def _read_filesystem(self, path: str) -> bytes:
     scheme = path.split('://', 1)[0].lower()
@@ -114,22 +146,59 @@ class Fetcher:
       except ValueError as e:
         raise FetchError(rec.UNSUPPORTED,
                          f'unsupported scheme in {path!r}') from e
+    cap, timeout = self._config.max_bytes, self._config.read_timeout
     try:
       if hasattr(fs, 'read_object'):
-        # One request per image where the file system offers it (OSS).
-        data = fs.read_object(path, self._config.max_bytes)
+        # One request per image where the file system offers it (OSS),
+        # bounded as a whole by the timeout.
+        data = fs.read_object(path, cap, timeout=timeout)
       else:
-        with FileSystems.open(
-            path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-          data = f.read(self._config.max_bytes + 1)
-    except ossio.TooLarge as e:
-      raise FetchError(rec.TOO_LARGE, str(e)) from e
+        data = _read_stream(path, cap, timeout)
     except Exception as e:  # pylint: disable=broad-except
       raise _classify_filesystem(e, path) from e
-    if len(data) > self._config.max_bytes:
-      raise FetchError(
-          rec.TOO_LARGE, f'more than the {self._config.max_bytes}-byte cap')
+    if len(data) > cap:
+      raise FetchError(rec.TOO_LARGE, f'more than the {cap}-byte cap')
     return data
+
+
+_FILE_TYPES = ((stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO'),
+               (stat.S_ISSOCK, 'a socket'), (stat.S_ISCHR, 'a character device'),
+               (stat.S_ISBLK, 'a block device'))
+
+
+def _check_regular(info: os.stat_result, path: str) -> None:
+  if stat.S_ISREG(info.st_mode):
+    return
+  what = next((name for test, name in _FILE_TYPES if test(info.st_mode)),
+              'a special file')
+  raise FetchError(rec.UNSUPPORTED, f'not a regular file ({what}): {path}')
+
+
+def _is_local(source: str) -> bool:
+  # No urlsplit: it raises on odd hosts, and a refusal must not.
+  return '://' not in source or \
+      source.split('://', 1)[0].lower() == 'file'
+
+
+def _read_stream(path: str, cap: int, timeout: float) -> bytes:
+  """Any other Beam file system, read in chunks until the per-attempt
+  deadline: the deadline is checked between chunks (a single read that
+  blocks is that file system's own timeout to bound)."""
+  deadline = time.monotonic() + timeout
+  chunks, total = [], 0
+  with FileSystems.open(
+      path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    while True:
+      if time.monotonic() >= deadline:
+        raise TimeoutError(errno.ETIMEDOUT, f'timed out reading {path} '
+                           f'({total} bytes in {timeout} s)')
+      chunk = f.read(min(1 << 16, cap + 1 - total))
+      if not chunk:
+        return b''.join(chunks)
+      chunks.append(chunk)
+      total += len(chunk)
+      if total > cap:
+        raise ossio.TooLarge(f'more than the {cap}-byte cap')
 
 
 def _file_url_to_path(url: str) -> str:
@@ -140,17 +209,31 @@ def _file_url_to_path(url: str) -> str:
 
 
 def _classify_filesystem(e: BaseException, path: str) -> FetchError:
-  text = f'{type(e).__name__}: {e}'
-  lowered = text.lower()
-  if isinstance(e, FileNotFoundError) or 'not found' in lowered or \
-      'nosuchkey' in lowered or '404' in lowered:
+  """By the exception's type only: its text holds the path, and a key such as
+  2024/img_1403.jpg must not make a reset look like a 403."""
+  if isinstance(e, BeamIOError) and len(e.exception_details or {}) == 1:
+    e = next(iter(e.exception_details.values()))   # the per-path cause
+  if isinstance(e, FetchError):
+    return e
+  if isinstance(e, ossio.TooLarge):
+    return FetchError(rec.TOO_LARGE, str(e))
+  if isinstance(e, FileNotFoundError):
     return FetchError(rec.NOT_FOUND, f'not found: {path}')
-  if isinstance(e, PermissionError) or 'accessdenied' in lowered or \
-      '403' in lowered:
-    return FetchError(rec.FORBIDDEN, f'access denied: {path}')
-  if isinstance(e, (TimeoutError, socket.timeout)):
-    return FetchError(rec.TIMEOUT, f'timed out: {path}', True)
-  return FetchError(rec.FETCH, text, True)
+  if isinstance(e, PermissionError):
+    return FetchError(rec.FORBIDDEN, f'access denied ({_reason(e)})')
+  if isinstance(e, TimeoutError):
+    return FetchError(rec.TIMEOUT, _reason(e), True)
+  if isinstance(e, ossio.ServerError):
+    return FetchError(rec.FETCH, _reason(e), e.transient)
+  if isinstance(e, ossio.OssConfigError):
+    return FetchError(rec.FETCH, str(e))
+  if isinstance(e, ValueError):   # e.g. oss://bucket without an object
+    return FetchError(rec.BAD_LINE, str(e))
+  return FetchError(rec.FETCH, f'{type(e).__name__}: {_reason(e)}', True)
+
+
+def _reason(e: BaseException) -> str:
+  return _short(e.strerror if isinstance(e, OSError) and e.strerror else e)
 
 
 def _short(e: BaseException) -> str:

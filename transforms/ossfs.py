@@ -170,10 +170,11 @@ class OssFileSystem(FileSystem):
     if errors:
       raise BeamIOError('Delete operation failed', errors)
 
-  def read_object(self, path, max_bytes):
-    """A whole object in one request (raises ossio.TooLarge over the cap)."""
+  def read_object(self, path, max_bytes, timeout=None):
+    """A whole object in one request, within timeout seconds in all; raises
+    ossio.TooLarge over the cap, else the OSErrors of ossio.to_io_error."""
     # No retries here: the fetch stage retries with its own policy.
-    return self._io.read(path, max_bytes, retry=False)
+    return self._io.read(path, max_bytes, retry=False, timeout=timeout)
 
   def concatenate(self, sources, destination) -> bool:
     """Server-side concatenation when OSS allows it (parts >= 100 KiB);

@@ -19,7 +19,10 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import oss2
 import requests
+import urllib3
 from apache_beam.io.filesystemio import Downloader, Uploader
+
+from transforms import redact
 
 _LOG = logging.getLogger(__name__)
 
@@ -36,6 +39,15 @@ class OssConfigError(ValueError):
 
 class TooLarge(ValueError):
   """An object over the caller's byte cap (not read)."""
+
+
+class ServerError(OSError):
+  """An OSS error reply other than 403 and 404, with its HTTP status."""
+
+  def __init__(self, status: int, code: str, path: str):
+    super().__init__(errno.EIO, f'OSS {status} {code or ""}: {path}')
+    self.status = status
+    self.transient = status >= 500 or status in (408, 429)
 
 
 def parse_path(path: str, object_optional: bool = False) -> Tuple[str, str]:
@@ -163,6 +175,8 @@ def bucket_client(settings: OssSettings, bucket: str) -> oss2.Bucket:
   with _clients_lock:
     client = _clients.get(key)
     if client is None:
+      # oss2 logs every request's signed headers at DEBUG.
+      redact.install()
       provider = _RoleProvider(settings.role_arn) if settings.role_arn \
           else _StaticProvider(base_credentials())
       client = oss2.Bucket(
@@ -180,9 +194,12 @@ def _session():
 
 def is_transient(e: BaseException) -> bool:
   if isinstance(e, (oss2.exceptions.RequestError,
-                    requests.exceptions.RequestException)):
+                    requests.exceptions.RequestException,
+                    urllib3.exceptions.ProtocolError,
+                    urllib3.exceptions.ReadTimeoutError)):
     # Connection reset, timeout, a body cut short mid-read (requests raises
-    # ChunkedEncodingError from .read(), outside oss2's own error types).
+    # ChunkedEncodingError from .read(), urllib3 ProtocolError from the
+    # body reads of read(), outside oss2's own error types).
     return True
   status = getattr(e, 'status', None)
   return isinstance(e, oss2.exceptions.OssError) and status is not None and (
@@ -203,22 +220,31 @@ def with_retries(fn, *args, **kwargs):
 
 
 def to_io_error(e: BaseException, path: str) -> BaseException:
-  """oss2 errors -> the OSError subclasses Beam and our fetch stage expect."""
-  if isinstance(e, oss2.exceptions.NotFound) or getattr(e, 'status', 0) == 404:
+  """Any failure of an OSS call -> FileNotFoundError, PermissionError,
+  TimeoutError, ConnectionError, ServerError or another OSError, chosen by the
+  exception's type and the server's status only (a path can contain '403')."""
+  if isinstance(e, (OSError, TooLarge, OssConfigError)) and not isinstance(
+      e, requests.exceptions.RequestException):
+    return e   # already one of ours (or the OS's)
+  status = getattr(e, 'status', None) if isinstance(
+      e, oss2.exceptions.OssError) else None
+  if isinstance(e, oss2.exceptions.NotFound) or status == 404:
     return FileNotFoundError(errno.ENOENT, f'not found: {path}')
-  if getattr(e, 'status', 0) == 403:
+  if status == 403:
     code = getattr(e, 'code', '') or 'AccessDenied'
     return PermissionError(errno.EACCES, f'{code}: {path}')
-  cause = getattr(e, 'exception', e)
-  if isinstance(cause, (requests.exceptions.Timeout, TimeoutError)):
+  cause = getattr(e, 'exception', None) or e
+  if isinstance(cause, (requests.exceptions.Timeout, TimeoutError,
+                        urllib3.exceptions.TimeoutError)):
     return TimeoutError(errno.ETIMEDOUT, f'timed out: {path}')
-  if isinstance(e, oss2.exceptions.RequestError) or isinstance(
-      e, requests.exceptions.RequestException):
+  if isinstance(e, (oss2.exceptions.RequestError,
+                    requests.exceptions.RequestException,
+                    urllib3.exceptions.HTTPError)):
     return ConnectionError(errno.ECONNRESET,
                            f'{type(cause).__name__}: {path}')
   if isinstance(e, oss2.exceptions.OssError):
-    return OSError(errno.EIO, f'OSS {e.status} {e.code or ""}: {path}'.strip())
-  return e
+    return ServerError(e.status, e.code, path)
+  return OSError(errno.EIO, f'{type(e).__name__}: {path}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,19 +305,24 @@ class OssIO:
       raise to_io_error(e, path) from e
 
   def read(self, path: str, max_bytes: Optional[int] = None,
-           retry: bool = True) -> bytes:
+           retry: bool = True, timeout: Optional[float] = None) -> bytes:
     """The whole object in one GET (images); an object over max_bytes is
     refused from its Content-Length, a body cut short is an error (retried
-    here unless the caller has its own retry policy)."""
+    here unless the caller has its own retry policy). timeout bounds each
+    attempt as a whole, however slowly the bytes arrive. Raises ValueError
+    for a malformed path, OssConfigError, TooLarge or an OSError from
+    to_io_error: nothing whose meaning hides in its message."""
     bucket, key = parse_path(path)
 
     def fetch():
+      deadline = None if timeout is None else time.monotonic() + timeout
       result = self.client(bucket).get_object(key)
       try:
         size = result.content_length
         if max_bytes is not None and size is not None and size > max_bytes:
           raise TooLarge(f'{size} bytes exceeds the {max_bytes}-byte cap')
-        data = result.read()
+        data = _read_body(result.resp.response.raw, deadline, max_bytes,
+                          path)
       finally:
         result.resp.response.close()
       if size is not None and len(data) != size:
@@ -301,8 +332,7 @@ class OssIO:
 
     try:
       return with_retries(fetch) if retry else fetch()
-    except (oss2.exceptions.OssError,
-            requests.exceptions.RequestException) as e:
+    except Exception as e:  # pylint: disable=broad-except
       raise to_io_error(e, path) from e
 
   def delete(self, path: str) -> None:
@@ -385,6 +415,37 @@ class OssIO:
     """UploadPartCopy needs every part but the last to be >= 100 KiB."""
     return bool(sizes) and all(s >= MIN_COPY_PART for s in sizes[:-1]) and \
         sizes[-1] > 0
+
+
+def _read_body(raw, deadline: Optional[float], max_bytes: Optional[int],
+               path: str) -> bytes:
+  """A response body (urllib3) read one socket read at a time, each with no
+  more time than the attempt has left: a body trickling in byte by byte
+  never outlives the deadline, as it would with a per-read socket timeout."""
+  sock = getattr(getattr(raw, 'connection', None), 'sock', None)
+  base = sock.gettimeout() if sock is not None else None
+  chunks, total = [], 0
+  while True:
+    if deadline is not None:
+      left = deadline - time.monotonic()
+      if left <= 0:
+        raise TimeoutError(errno.ETIMEDOUT, f'timed out reading {path} '
+                           f'({total} bytes in time)')
+      if sock is not None:
+        sock.settimeout(left if base is None else min(base, left))
+    try:
+      chunk = raw.read1(1 << 16, decode_content=True)
+    except Exception:  # pylint: disable=broad-except
+      if deadline is not None and time.monotonic() >= deadline:
+        raise TimeoutError(errno.ETIMEDOUT, f'timed out reading {path} '
+                           f'({total} bytes in time)') from None
+      raise
+    if not chunk:
+      return b''.join(chunks)
+    total += len(chunk)
+    if max_bytes is not None and total > max_bytes:
+      raise TooLarge(f'more than the {max_bytes}-byte cap')
+    chunks.append(chunk)
 
 
 def _even_ranges(size: int, part_size: int) -> List[Tuple[int, int]]:
@@ -483,23 +544,46 @@ def parse_allow_list(buckets: Optional[str]) -> Tuple[str, ...]:
     if not item:
       continue
     bucket, key = parse_path(item, object_optional=True)  # raises if malformed
+    if not _plain_key(key):
+      raise ValueError(f'{item!r} has an empty, "." or ".." segment')
     # A bare bucket or a folder: never let 'oss://b/img' also allow 'imgX'.
     prefixes.append(f'{PREFIX}{bucket}/' + (key if not key or
                                              key.endswith('/') else key + '/'))
   return tuple(prefixes)
 
 
-def allowed(path: str, prefixes: Sequence[str]) -> bool:
-  if not prefixes or not path.startswith(PREFIX):
+def _plain_key(key: str) -> bool:
+  """No empty, '.' or '..' segment (one trailing '/' marks a folder)."""
+  segments = key.split('/')
+  if segments[-1] == '':
+    segments.pop()
+  return all(s not in ('', '.', '..') for s in segments)
+
+
+# What urlsplit (and Beam's scheme match, after strip()) skip before a scheme.
+_LEADING = ''.join(map(chr, range(33)))
+
+
+def allowed(path: str, prefixes: Sequence[str], folder: bool = False) -> bool:
+  """Whether an allow-list admits path: the bucket is a listed one and the
+  exact key that will be requested starts with a listed key prefix. Nothing
+  is normalised: OSS keys are flat strings, so oss://b//x is the key '/x',
+  outside oss://b/x/. Keys with an empty, '.' or '..' segment are refused
+  under a list whatever the prefix: tools that mount or sync buckets
+  normalise them, so what a reviewer reads is not what would be requested.
+  folder: path may also name a listed folder itself (a model directory
+  given without its trailing slash)."""
+  if not prefixes:
     return True
-  # Normalize '..' and '//' games before comparing.
+  if not path.startswith(PREFIX):
+    # 'OSS://x', ' oss://x': not ours to guess what a file system makes of.
+    return not path.lstrip(_LEADING).lower().startswith('oss:')
   bucket, key = parse_path(path, object_optional=True)
-  parts = []
-  for seg in key.split('/'):
-    if seg == '..':
-      return False
-    if seg not in ('', '.'):
-      parts.append(seg)
-  canonical = f'{PREFIX}{bucket}/' + '/'.join(parts)
-  target = canonical + ('/' if key.endswith('/') or not parts else '')
-  return any(target.startswith(p) or canonical + '/' == p for p in prefixes)
+  if not _plain_key(key):
+    return False
+  for prefix in prefixes:
+    prefix_bucket, prefix_key = parse_path(prefix, object_optional=True)
+    if bucket == prefix_bucket and (key.startswith(prefix_key) or (
+        folder and key + '/' == prefix_key)):
+      return True
+  return False

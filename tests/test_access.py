@@ -1,0 +1,93 @@
+"""Access rules: -Dbuckets admits the exact key that will be requested, and
+-Dallow_local_files=false keeps a file list off the local disk."""
+import pytest
+
+from pipeline import cli
+from pipeline.options import UsageError
+from tests.conftest import write_image
+from tests.helpers import run_job, split_output_line
+from transforms import ossio
+
+ALLOW = ossio.parse_allow_list('oss://b/allowed/')
+
+
+@pytest.mark.parametrize('path, ok', [
+    ('oss://b/allowed/x.jpg', True),
+    ('oss://b/allowed/sub/x.jpg', True),
+    ('oss://b/allowed/', True),
+    # The key requested would be '/allowed/x': outside 'allowed/'.
+    ('oss://b//allowed/x', False),
+    # Inside as a string, but an empty segment: refused, as is every key a
+    # bucket mount or sync tool would rewrite into another.
+    ('oss://b/allowed//x', False),
+    ('oss://b/allowed/../secret', False),
+    ('oss://b/allowed/./x', False),
+    ('oss://b/./allowed/x', False),
+    ('oss://b/allowed/x/..', False),
+    ('oss://b/allowedX/y', False),
+    ('oss://B/allowed/x', False),
+    ('oss://b/allowed', False),     # the key 'allowed', not under 'allowed/'
+    ('oss://c/allowed/x', False),
+    ('OSS://b/secret/x', False),
+    (' oss://b/secret/x', False),
+    ('/local/x.jpg', True),         # local files: -Dallow_local_files
+    ('http://h/x.jpg', True),
+])
+def test_allow_list_admits_the_exact_key(path, ok):
+  assert ossio.allowed(path, ALLOW) is ok
+
+
+def test_allow_list_entries_must_be_plain():
+  for bad in ('oss://b//x/', 'oss://b/./x/', 'oss://b/x/../y/', 'oss://b/x//'):
+    with pytest.raises(ValueError):
+      ossio.parse_allow_list(bad)
+  # A model directory named without its slash is the folder itself.
+  assert ossio.allowed('oss://b/allowed', ALLOW, folder=True)
+
+
+def test_refused_keys_never_reach_the_server(tmp_path, oss_env, model_dirs):
+  server = oss_env
+  with open(write_image(tmp_path / 'x.jpg', 3), 'rb') as f:
+    image = f.read()
+  # Every refused key exists: without the rule the job would read them.
+  keys = ['img/x.jpg', '/img/x.jpg', 'img//x.jpg', './img/x.jpg',
+          'img/./x.jpg', 'img/../secret/x.jpg', 'imgX/x.jpg', 'img']
+  for key in keys:
+    server.put('data', key, image)
+  lines = [f'oss://data/{k}' for k in keys] + ['oss://out/x.jpg']
+  server.put('out', 'x.jpg', image)
+  results, errors, summary = run_job(
+      tmp_path, lines, model_dirs['uint8'], ossHost=server.endpoint,
+      buckets='oss://data/img/')
+  assert [split_output_line(l)[0] for l in results] == [b'oss://data/img/x.jpg']
+  kinds = {split_output_line(l)[0].decode(): split_output_line(l)[1]['error']
+           for l in errors}
+  assert kinds == {l: 'forbidden' for l in lines[1:]}
+  assert summary['failed_by_kind'] == {'forbidden': len(lines) - 1}
+  gets = [r for r in server.requests if r.method == 'GET']
+  assert [(r.bucket, r.key) for r in gets] == [('data', 'img/x.jpg')]
+
+
+def test_local_files_can_be_refused(tmp_path, model_dirs, http_server):
+  image = write_image(tmp_path / 'ok.jpg', 4)
+  write_image(f'{http_server.root}/local-rule.jpg', 5)
+  lines = [image, f'file://{image}', str(tmp_path / 'missing.jpg'),
+           f'{http_server.base}/local-rule.jpg']
+  results, errors, _ = run_job(tmp_path, lines, model_dirs['uint8'],
+                               name='nolocal', allow_local_files='false')
+  assert [split_output_line(l)[0].decode() for l in results] == [lines[3]]
+  bodies = {split_output_line(l)[0].decode(): split_output_line(l)[1]
+            for l in errors}
+  # 'missing.jpg' is forbidden too, not not_found: the disk was not asked.
+  assert {l: b['error'] for l, b in bodies.items()} == {
+      l: 'forbidden' for l in lines[:3]}
+  assert 'allow_local_files' in bodies[image]['message']
+  # The default reads them.
+  results, errors, _ = run_job(tmp_path, lines[:2], model_dirs['uint8'],
+                               name='local')
+  assert len(results) == 2 and not errors
+  with pytest.raises(UsageError, match='allow_local_files'):
+    cli.run([f'-Dmodel_path={model_dirs["uint8"]}',
+             f'-Dinput_oss_file={tmp_path / "nolocal.txt"}',
+             f'-Doutput_oss_file={tmp_path / "x" / "r.txt"}',
+             '-Dallow_local_files=maybe'])

@@ -265,8 +265,8 @@ def main(argv: Optional[List[str]] = None) -> int:
   logging.basicConfig(level=logging.ERROR, stream=sys.stderr,
                       format='%(message)s')
   _LOG.setLevel(logging.INFO)
-  for sig in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(sig, _on_signal)
+  previous = {sig: signal.signal(sig, _on_signal)
+              for sig in (signal.SIGINT, signal.SIGTERM)}
   try:
     summary = run(argv)
   except UsageError as e:
@@ -276,6 +276,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     _LOG.exception('ev-predict: job failed')
     sys.stderr.write(f'ev-predict: job failed: {type(e).__name__}: {e}\n')
     return 3
+  finally:
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
   print_summary(summary)
   if not summary['accounting_ok']:
     sys.stderr.write('ev-predict: error: records do not match input lines\n')

@@ -5,6 +5,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import List, Optional
 
 
@@ -200,6 +201,9 @@ def _interrupted(signum: int) -> None:
   so in one line and exits 128 + signum, without Beam's tracebacks."""
   for sig in (signal.SIGINT, signal.SIGTERM):
     signal.signal(sig, signal.SIG_IGN)
+  # Beam's threads report the workers we stop with tracebacks: not news.
+  threading.excepthook = lambda _args: None
+  logging.disable(logging.CRITICAL)
   stop_workers()
   if _state.job is not None:
     write.remove_leftovers(_state.job.paths)
@@ -235,6 +239,15 @@ def stop_workers() -> List[int]:
     except OSError:
       pass
   return killed
+
+
+def job_error(e: BaseException) -> str:
+  """One line for an error: a worker's error arrives as a RuntimeError
+  holding its whole traceback, whose last line names the cause."""
+  lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+  if len(lines) > 1:
+    return lines[-1]
+  return f'{type(e).__name__}: {lines[0] if lines else ""}'.rstrip(': ')
 
 
 def print_summary(summary: dict, stream=sys.stderr) -> None:
@@ -274,7 +287,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 2
   except Exception as e:  # pylint: disable=broad-except
     _LOG.exception('ev-predict: job failed')
-    sys.stderr.write(f'ev-predict: job failed: {type(e).__name__}: {e}\n')
+    sys.stderr.write(f'ev-predict: job failed: {job_error(e)}\n')
     return 3
   finally:
     for sig, handler in previous.items():

@@ -35,9 +35,9 @@ from apache_beam.options.pipeline_options import (DirectOptions,
                                                   WorkerOptions)
 
 from pipeline import graph
-from transforms import write
 from pipeline.options import (EvPredictOptions, UsageError, check_beam_flags,
                               parse_command_line, to_flags)
+from transforms import write
 
 _LOG = logging.getLogger('ev_predict')
 _DIRECT = (None, 'DirectRunner', 'directrunner')

@@ -1,8 +1,11 @@
 """``ev-predict``: PAI's ev_predict_ext on Apache Beam."""
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from typing import List, Optional
 
 
@@ -34,7 +37,7 @@ from apache_beam.options.pipeline_options import (DirectOptions,
 from pipeline import graph
 from pipeline.options import (EvPredictOptions, UsageError, check_beam_flags,
                               parse_command_line, to_flags)
-from transforms import redact
+from transforms import redact, write
 
 _LOG = logging.getLogger('ev_predict')
 _DIRECT = (None, 'DirectRunner', 'directrunner')
@@ -95,30 +98,62 @@ def run(argv: List[str]) -> dict:
   redact.install()   # before any library logs a signed request
   options = make_options(argv)
   job = graph.plan(options)
+  _state.job, _state.committed = job, False
   _LOG.info('ev-predict: run %s, model input %s %sx%s, %d worker(s) x %d '
             'core(s)', job.run_id, job.spec.input_kind, job.spec.width,
             job.spec.height, job.workers, job.cores_per_worker)
+  write.remove_stale_runs(job.paths)
   attempts = 1 + _restarts(options)
-  for attempt in range(1, attempts + 1):
-    try:
-      with beam.Pipeline(runner=make_runner(options), options=options) as p:
-        graph.build_pipeline(p, options, job, attempt)
-      break
-    except Exception as err:  # pylint: disable=broad-except
-      if attempt == attempts:
-        raise
-      # A lost worker process fails the whole FnApiRunner job ("Channel
-      # closed prematurely"); nothing of that attempt reached the output,
-      # so running it again gives every line exactly once.
-      _LOG.warning('ev-predict: attempt %d of %d failed (%s: %s); '
-                   'restarting the job', attempt, attempts,
-                   type(err).__name__, err)
-    finally:
-      _remove_leftovers(job)
+  try:
+    for attempt in range(1, attempts + 1):
+      write.write_marker(job.paths, job.launcher)
+      try:
+        with beam.Pipeline(runner=make_runner(options),
+                           options=options) as p:
+          graph.build_pipeline(p, options, job, attempt)
+        break
+      except Exception as err:  # pylint: disable=broad-except
+        if attempt == attempts or not worker_lost(err):
+          raise
+        # Nothing of that attempt reached the output, so running it again
+        # gives every line exactly once.
+        _LOG.warning('ev-predict: attempt %d of %d lost a worker process '
+                     '(%s); restarting the job', attempt, attempts, err)
+        write.remove_leftovers(job.paths)
+    with _deferred_signals():
+      write.commit(job.paths)
+      _state.committed = True
+  finally:
+    with _deferred_signals():
+      write.remove_leftovers(job.paths)
   with FileSystems.open(job.paths.summary) as f:
     summary = json.loads(f.read().decode('utf-8'))
   summary['max_error_ratio'] = job.max_error_ratio
+  _check_committed(job, summary)
   return summary
+
+
+def worker_lost(err: BaseException) -> bool:
+  """Whether a job failed because a local worker process died: FnApiRunner
+  then sees the worker's data channel close (a real error inside a worker
+  comes back as that worker's traceback instead)."""
+  while err is not None:
+    if isinstance(err, RuntimeError) and \
+        'Channel closed prematurely' in str(err):
+      return True
+    err = err.__cause__ or err.__context__
+  return False
+
+
+def _check_committed(job, summary: dict) -> None:
+  """The files in place are the ones counted: the same sizes."""
+  for path, key in ((job.paths.result, 'result_bytes'),
+                    (job.paths.errors, 'error_bytes')):
+    size = write.file_size(path)
+    if size != summary.get(key):
+      _LOG.error('ev-predict: %s holds %d bytes, %s were written', path, size,
+                 summary.get(key))
+      summary['accounting_ok'] = False
 
 
 def _restarts(options: PipelineOptions) -> int:
@@ -132,16 +167,88 @@ def _restarts(options: PipelineOptions) -> int:
   return 0
 
 
-def _remove_leftovers(job) -> None:
-  """A failed run leaves neither shards nor half-written staging files."""
-  leftovers = [job.paths.temp_dir] + [
-      f'{p}.tmp-{job.run_id}' for p in (job.paths.result, job.paths.errors)]
-  for path in leftovers:
+class _State:
+  """What a signal handler needs: the running job and whether a commit (or
+  clean-up) must finish before the process may go."""
+  job = None
+  committed = False
+  critical = 0
+  pending: Optional[int] = None
+
+
+_state = _State()
+
+
+@contextlib.contextmanager
+def _deferred_signals():
+  _state.critical += 1
+  try:
+    yield
+  finally:
+    _state.critical -= 1
+  if not _state.critical and _state.pending:
+    _interrupted(_state.pending)
+
+
+def _on_signal(signum, _frame) -> None:
+  if _state.critical:
+    _state.pending = signum
+    return
+  _interrupted(signum)
+
+
+def _interrupted(signum: int) -> None:
+  """Stops the workers, removes this run's shards and staged files, says
+  so in one line and exits 128 + signum, without Beam's tracebacks."""
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, signal.SIG_IGN)
+  # Beam's threads report the workers we stop with tracebacks: not news.
+  threading.excepthook = lambda _args: None
+  logging.disable(logging.CRITICAL)
+  stop_workers()
+  if _state.job is not None:
+    write.remove_leftovers(_state.job.paths)
+  name = signal.Signals(signum).name
+  state = ('results were committed before it' if _state.committed else
+           'earlier output files left as they were')
+  sys.stderr.write(f'ev-predict: interrupted by {name}; {state}\n')
+  sys.stderr.flush()
+  os._exit(128 + signum)  # pylint: disable=protected-access
+
+
+def stop_workers() -> List[int]:
+  """SIGKILLs this process's local SDK worker processes (and their shell)."""
+  table = {}
+  for pid in filter(str.isdigit, os.listdir('/proc')):
     try:
-      if FileSystems.exists(path):
-        FileSystems.delete([path])
-    except Exception:  # pylint: disable=broad-except
-      _LOG.warning('could not remove temporary %s', path)
+      with open(f'/proc/{pid}/stat', 'rb') as f:
+        ppid = int(f.read().rsplit(b')', 1)[1].split()[1])
+      with open(f'/proc/{pid}/cmdline', 'rb') as f:
+        cmd = f.read()
+    except (OSError, ValueError, IndexError):
+      continue
+    table[int(pid)] = (ppid, cmd)
+  ours, frontier = set(), {os.getpid()}
+  while frontier:
+    frontier = {p for p, (pp, _) in table.items()
+                if pp in frontier and p not in ours}
+    ours |= frontier
+  killed = [p for p in ours if b'sdk_worker_main' in table[p][1]]
+  for pid in killed:
+    try:
+      os.kill(pid, signal.SIGKILL)
+    except OSError:
+      pass
+  return killed
+
+
+def job_error(e: BaseException) -> str:
+  """One line for an error: a worker's error arrives as a RuntimeError
+  holding its whole traceback, whose last line names the cause."""
+  lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+  if len(lines) > 1:
+    return lines[-1]
+  return f'{type(e).__name__}: {lines[0] if lines else ""}'.rstrip(': ')
 
 
 def print_summary(summary: dict, stream=sys.stderr) -> None:
@@ -173,18 +280,20 @@ def main(argv: Optional[List[str]] = None) -> int:
   logging.basicConfig(level=logging.ERROR, stream=sys.stderr,
                       format='%(message)s')
   _LOG.setLevel(logging.INFO)
+  previous = {sig: signal.signal(sig, _on_signal)
+              for sig in (signal.SIGINT, signal.SIGTERM)}
   try:
     summary = run(argv)
   except UsageError as e:
     sys.stderr.write(f'ev-predict: error: {e}\n')
     return 2
-  except KeyboardInterrupt:
-    sys.stderr.write('ev-predict: interrupted; no result file written\n')
-    return 130
   except Exception as e:  # pylint: disable=broad-except
     _LOG.exception('ev-predict: job failed')
-    sys.stderr.write(f'ev-predict: job failed: {type(e).__name__}: {e}\n')
-    return 1
+    sys.stderr.write(f'ev-predict: job failed: {job_error(e)}\n')
+    return 3
+  finally:
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
   print_summary(summary)
   if not summary['accounting_ok']:
     sys.stderr.write('ev-predict: error: records do not match input lines\n')

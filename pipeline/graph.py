@@ -3,7 +3,9 @@ resolves and validates everything the graph needs before any work starts."""
 import dataclasses
 import functools
 import os
+import posixpath
 import time
+import urllib.parse
 import uuid
 from typing import List, Mapping, Optional
 
@@ -23,7 +25,7 @@ from transforms import record as rec
 from transforms.decode import DecodeConfig, prepare_record
 from transforms.fetch import FetchConfig, Fetcher
 from transforms.parallel import BACKGROUND_NICE, ThreadedMap
-from transforms.write import OutputPaths, WriteOutputs
+from transforms.write import OutputPaths, WriteOutputs, launcher_identity
 
 SUPPORTED_MODEL_TYPES = ('classifier',)
 DECODE_PRIORITIES = ('low', 'normal')
@@ -54,6 +56,9 @@ class JobPlan:
   precision: str
   accelerator: Optional[str]
   pool_nice: int = 0
+  # Who launched the job (write.launcher_identity()): local workers exit
+  # when it is gone, a later run knows its leftovers from a live run's.
+  launcher: Optional[dict] = None
 
 
 def _given(o: EvPredictOptions, oss: OssOptions):
@@ -164,9 +169,11 @@ def plan(options: EvPredictOptions) -> JobPlan:
   allow = ossio.parse_allow_list(oss.buckets)
 
   _check_readable(input_path, 'input_oss_file')
-  for path in (output_path, o.error_oss_file):
-    if path:
-      _check_writable(path)
+  run_id = time.strftime('%Y%m%d-%H%M%S') + '-' + uuid.uuid4().hex[:8]
+  paths = OutputPaths.for_run(output_path, o.error_oss_file, run_id)
+  check_output_paths(input_path, model_path, paths)
+  for path in paths.targets:
+    _check_writable(path)
 
   mean = parse_floats(o.pixel_mean, 'pixel_mean')
   std = parse_floats(o.pixel_std, 'pixel_std')
@@ -186,7 +193,6 @@ def plan(options: EvPredictOptions) -> JobPlan:
   workers = o.num_worker
   per_worker = max(1, o.cpuRequired // 100) if o.cpuRequired else \
       max(1, cores // workers)
-  run_id = time.strftime('%Y%m%d-%H%M%S') + '-' + uuid.uuid4().hex[:8]
   return JobPlan(
       run_id=run_id,
       started_at=time.time(),
@@ -201,7 +207,7 @@ def plan(options: EvPredictOptions) -> JobPlan:
       # batches interleave with decoding); TensorFlow is flat from 8 to 64.
       # Larger batches only add padding and latency. Scale with the cores.
       batch_size=o.batch_size or backends.default_batch_size(per_worker),
-      paths=OutputPaths.for_run(output_path, o.error_oss_file, run_id),
+      paths=paths,
       fetch=FetchConfig(read_timeout=o.fetch_timeout, retries=o.fetch_retries,
                         max_bytes=o.max_image_bytes,
                         pool_size=o.fetch_threads, allowed_prefixes=allow,
@@ -226,7 +232,65 @@ def plan(options: EvPredictOptions) -> JobPlan:
       accelerator=(f'type:{o.gpu_type};count:{-(-o.gpuRequired // 100)};'
                    'install-nvidia-driver') if o.gpuRequired > 0 else None,
       pool_nice=BACKGROUND_NICE if o.decode_priority == 'low' else 0,
+      launcher=launcher_identity(),
   )
+
+
+_OUTPUT_NAMES = ('-Doutput_oss_file', '-Derror_oss_file', 'the summary file')
+
+
+def check_output_paths(input_path: str, model_path: str,
+                       paths: OutputPaths) -> None:
+  """A job may only replace its own files: refuses an output that is a
+  directory, two of input/result/errors/summary that are one file, and an
+  output inside the model."""
+  for name, path in zip(_OUTPUT_NAMES, paths.targets):
+    if _is_directory(path):
+      raise UsageError(f'{name}={path} is a directory (or a folder with '
+                       'objects under it); give a file path')
+  seen = {}
+  for name, path in zip(('-Dinput_oss_file',) + _OUTPUT_NAMES,
+                        (input_path,) + paths.targets):
+    key = canonical_path(path)
+    if key in seen:
+      raise UsageError(f'{seen[key]} and {name} are the same file ({path}); '
+                       'each needs its own path')
+    seen[key] = name
+  model = canonical_path(model_path).rstrip('/') + '/'
+  for name, path in zip(_OUTPUT_NAMES, paths.targets):
+    if canonical_path(path).startswith(model):
+      raise UsageError(f'{name}={path} is inside the model directory '
+                       f'{model_path}')
+
+
+def canonical_path(path: str) -> str:
+  """One spelling per file: local paths absolute with links resolved
+  (file:// URLs too), remote keys without '.', '..' or doubled slashes."""
+  path = path.strip()
+  if path.startswith('file://'):
+    path = urllib.parse.unquote(urllib.parse.urlsplit(path).path)
+  if '://' not in path:
+    return os.path.realpath(os.path.abspath(path))
+  scheme, _, rest = path.partition('://')
+  bucket, _, key = rest.partition('/')
+  key = posixpath.normpath('/' + key).lstrip('/') if key else ''
+  return f'{scheme}://{bucket}/{key}'
+
+
+def _is_directory(path: str) -> bool:
+  if '://' not in path:
+    return path.endswith(('/', os.sep)) or os.path.isdir(path)
+  if path.endswith('/') or not path.partition('://')[2].partition('/')[2]:
+    return True
+  try:
+    fs = FileSystems.get_filesystem(path)
+  except ValueError:
+    return False
+  has_children = getattr(fs, 'has_children', None)
+  try:
+    return bool(has_children and has_children(path))
+  except Exception as e:  # pylint: disable=broad-except
+    raise UsageError(f'cannot check output path {path} ({_reason(e)})') from e
 
 
 def _check_readable(path: str, name: str) -> None:
@@ -317,10 +381,15 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
               'workers': job.workers,
               'backend_requested': job.backend,
               'attempts': attempt,
-          }))
+          },
+          # Only local worker processes share the launcher's machine.
+          launcher=job.launcher if options.view_as(
+              StandardOptions).runner in _DIRECT else None))
+
+
+_DIRECT = (None, 'DirectRunner', 'directrunner')
 
 
 def _needs_distribution(options, job: JobPlan) -> bool:
   runner = options.view_as(StandardOptions).runner
-  return job.workers > 1 or runner not in (None, 'DirectRunner',
-                                           'directrunner')
+  return job.workers > 1 or runner not in _DIRECT

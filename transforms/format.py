@@ -10,7 +10,7 @@ try:
 except ImportError:  # float.__repr__ gives the same text, slower
   orjson = None
 
-from transforms.record import INFERENCE, Record
+from transforms.record import INFERENCE, Record, valid_text
 
 
 def labels_for(labels: Optional[Sequence[str]], width: int) -> Sequence[str]:
@@ -111,5 +111,5 @@ class Formatter:
       except ValueError as e:
         record = record.fail(INFERENCE, str(e))
     return record.error, record.line + b', ' + json.dumps(
-        {'error': record.error, 'message': record.message or ''},
+        {'error': record.error, 'message': valid_text(record.message or '')},
         ensure_ascii=False, allow_nan=False).encode('utf-8')

@@ -160,7 +160,20 @@ class OssFileSystem(FileSystem):
       return FileMetadata(p, info.size, info.last_updated)
     return self._wrap('metadata', meta, path)
 
+  def delete_object(self, path):
+    """Deletes one object, never a prefix (the job's own files)."""
+    self._wrap('delete', self._io.delete, path)
+
+  def has_children(self, path) -> bool:
+    """Whether objects exist under path/ (a 'directory')."""
+    prefix = path.rstrip('/') + '/'
+    return self._wrap('list', lambda p: next(iter(self._io.list(p)), None)
+                      is not None, prefix)
+
   def delete(self, paths):
+    """Beam's contract: a file, or a directory recursively (Beam removes
+    its temporary folders so). ev-predict deletes its targets never so, only
+    its own shard folder."""
     errors = {}
     for path in paths:
       try:

@@ -359,10 +359,12 @@ class OssIO:
   def delete_tree(self, path: str) -> None:
     """Deletes an object, or every object under path/ (a 'directory')."""
     bucket, key = parse_path(path, object_optional=True)
-    if key and not key.endswith('/') and self.exists(path):
+    if not key.strip('/'):
+      raise ValueError(f'refusing to delete a whole bucket: {path}')
+    if not key.endswith('/') and self.exists(path):
       self.delete(path)
       return
-    prefix = f'{PREFIX}{bucket}/{key.rstrip("/") + "/" if key else ""}'
+    prefix = f'{PREFIX}{bucket}/{key.rstrip("/")}/'
     keys = [parse_path(o.path)[1] for o in self.list(prefix)]
     client = self.client(bucket)
     for i in range(0, len(keys), MAX_DELETE_BATCH):

@@ -60,5 +60,23 @@ class Record:
 
 
 def _one_line(message: str, limit: int = 500) -> str:
-  text = ' '.join(str(message).split())
+  text = ' '.join(valid_text(str(message)).split())
   return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+def valid_text(text: str) -> str:
+  """text without lone surrogates, so it can be written as UTF-8.
+
+  Paths read from the file list carry their non-UTF-8 bytes as surrogates
+  (surrogateescape) and messages quote them: those bytes come back as
+  '\\xff', any other lone surrogate as '\\udXXX'."""
+  try:
+    text.encode('utf-8')
+    return text
+  except UnicodeEncodeError:
+    pass
+  try:
+    return text.encode('utf-8', 'surrogateescape').decode(
+        'utf-8', 'backslashreplace')
+  except UnicodeEncodeError:
+    return text.encode('utf-8', 'backslashreplace').decode('utf-8')

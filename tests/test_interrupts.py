@@ -1,0 +1,199 @@
+"""The launcher as a real process: interrupts, a SIGKILLed launcher and a
+real error inside a worker process."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.conftest import write_image
+from tests.helpers import process_table
+from transforms import write
+
+EV_PREDICT = os.path.join(os.path.dirname(sys.executable), 'ev-predict')
+
+
+def _start(argv):
+  return subprocess.Popen([EV_PREDICT] + argv, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _slow_job(tmp_path, http_server, model_path, tag, lines=60, delay=0.5):
+  """A job that runs for many seconds: every image arrives after delay s."""
+  for i in range(4):
+    write_image(f'{http_server.root}/{tag}{i}.png', 900 + i, size=(30, 30))
+  listing = tmp_path / f'{tag}.txt'
+  listing.write_text(''.join(
+      f'{http_server.base}/slow/{delay}/{tag}{i % 4}.png?n={i}\n'
+      for i in range(lines)))
+  out = tmp_path / tag / 'res.txt'
+  out.parent.mkdir()
+  for suffix, text in (('', 'old result\n'), ('.errors', 'old errors\n'),
+                       ('.summary.json', '{"old": 1}')):
+    (tmp_path / tag / f'res.txt{suffix}').write_text(text)
+  return out, [f'-Dmodel_path={model_path}', f'-Dinput_oss_file={listing}',
+               f'-Doutput_oss_file={out}', '-Dmax_error_ratio=1',
+               '-Dfetch_threads=2', '-Dbatch_size=2']
+
+
+def _hits(http_server, tag):
+  with http_server.lock:
+    return sum(n for p, n in http_server.hits.items()
+               if p.startswith('/slow/') and f'/{tag}' in p)
+
+
+def _wait(predicate, timeout, what):
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    if predicate():
+      return
+    time.sleep(0.1)
+  raise AssertionError(f'timed out waiting for {what}')
+
+
+def _workers(root):
+  """Live SDK worker processes below pid root."""
+  table = process_table()
+  below, frontier = set(), {root}
+  while frontier:
+    frontier = {p for p, (pp, _) in table.items()
+                if pp in frontier and p not in below}
+    below |= frontier
+  return [p for p in below if b'sdk_worker_main' in table[p][1] and
+          b'/bin/sh' not in table[p][1]]
+
+
+def _alive(pid):
+  try:
+    with open(f'/proc/{pid}/stat', 'rb') as f:
+      return f.read().rsplit(b')', 1)[1].split()[0] != b'Z'
+  except OSError:
+    return False
+
+
+def _old_files_and_nothing_else(out):
+  assert sorted(os.listdir(out.parent)) == [
+      'res.txt', 'res.txt.errors', 'res.txt.summary.json']
+  assert out.read_text() == 'old result\n'
+  assert (out.parent / 'res.txt.errors').read_text() == 'old errors\n'
+  assert (out.parent / 'res.txt.summary.json').read_text() == '{"old": 1}'
+
+
+def _interrupt(tmp_path, http_server, model_dirs, sig, workers, delay=0.5,
+               min_hits=8):
+  """Starts a slow job, sends sig mid-way; returns (exit code, stderr,
+  worker pids, result path) once the launcher has exited and its workers
+  have closed their ends of stderr."""
+  tag = f'{sig.name.lower()}{workers}'
+  out, argv = _slow_job(tmp_path, http_server, model_dirs['uint8'], tag,
+                        delay=delay)
+  proc = _start(argv + [f'-Dnum_worker={workers}'])
+  try:
+    _wait(lambda: _hits(http_server, tag) >= min_hits or
+          proc.poll() is not None, 180, 'the job to fetch images')
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    assert any('.shards-' in n for n in os.listdir(out.parent))
+    pids = _workers(proc.pid)
+    assert len(pids) == (workers if workers > 1 else 0), pids
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    # Orphaned workers would hold stderr open: they must exit first.
+    _wait(lambda: not any(map(_alive, pids)), 6, 'the workers to exit')
+    _, err = proc.communicate(timeout=30)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  return proc.returncode, err, pids, out
+
+
+def test_sigint_exits_130_with_one_line(tmp_path, model_dirs, http_server):
+  code, err, _, out = _interrupt(tmp_path, http_server, model_dirs,
+                                 signal.SIGINT, 1)
+  assert code == 130, err[-3000:]
+  assert 'Traceback' not in err, err[-3000:]
+  mine = [l for l in err.splitlines() if 'interrupt' in l.lower()]
+  assert mine == ['ev-predict: interrupted by SIGINT; earlier output files '
+                  'left as they were'], err[-3000:]
+  _old_files_and_nothing_else(out)
+
+
+def test_sigterm_exits_143_and_stops_workers(tmp_path, model_dirs,
+                                             http_server):
+  code, err, pids, out = _interrupt(tmp_path, http_server, model_dirs,
+                                    signal.SIGTERM, 2)
+  assert code == 143, err[-3000:]
+  assert 'Traceback' not in err, err[-3000:]
+  mine = [l for l in err.splitlines() if 'interrupt' in l.lower()]
+  assert mine == ['ev-predict: interrupted by SIGTERM; earlier output files '
+                  'left as they were'], err[-3000:]
+  _old_files_and_nothing_else(out)
+
+
+def test_killed_launcher_workers_exit_and_next_run_cleans(tmp_path,
+                                                          model_dirs,
+                                                          http_server):
+  """SIGKILL the launcher: its worker processes exit within seconds; the
+  next run with the same output removes the dead run's shard folder, and
+  leaves a folder whose launcher lives (this test process) alone."""
+  # Slow images: a worker busy in a bundle does not notice on its own (it
+  # ran on for minutes).
+  code, err, _, out = _interrupt(tmp_path, http_server, model_dirs,
+                                 signal.SIGKILL, 2, delay=10, min_hits=6)
+  assert code == -signal.SIGKILL
+  assert err.count('is gone; worker exiting') == 2, err[-3000:]
+  dead = [n for n in os.listdir(out.parent) if '.shards-' in n]
+  assert len(dead) == 1
+  with open(out.parent / dead[0] / write.MARKER) as f:
+    assert json.load(f)['pid'] != os.getpid()
+  live_id = '20260101-000000-0123abcd'
+  live = write.OutputPaths.for_run(str(out), None, live_id)
+  write.write_marker(live, write.launcher_identity())
+  foreign = out.parent / 'res.txt.shards-20260101-000000-feedbeef'
+  foreign.mkdir()
+  (foreign / 'x').write_text('no marker: not provably ours')
+
+  img = write_image(tmp_path / 'quick.png', 5)
+  listing = tmp_path / 'quick.txt'
+  listing.write_text(img + '\n')
+  argv = [f'-Dmodel_path={model_dirs["uint8"]}', f'-Dinput_oss_file={listing}',
+          f'-Doutput_oss_file={out}']
+  proc = subprocess.run([EV_PREDICT] + argv, capture_output=True, text=True,
+                        timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  dead_id = dead[0][len('res.txt.shards-'):]
+  assert f'removed leftovers of dead run {dead_id}' in proc.stderr
+  assert sorted(os.listdir(out.parent)) == sorted([
+      'res.txt', 'res.txt.errors', 'res.txt.summary.json',
+      os.path.basename(live.temp_dir), foreign.name])
+  assert os.listdir(live.temp_dir) == [write.MARKER]
+  assert out.read_text().startswith(img + ', {"class"')
+
+
+def test_real_worker_error_runs_once(tmp_path, oss_env, model_dirs):
+  """Every shard upload of a 2-worker job is refused (403): the job runs
+  once, fails with exit 3 naming the error, and leaves nothing on OSS."""
+  server = oss_env
+  imgs = [write_image(tmp_path / f'w{i}.png', 60 + i) for i in range(6)]
+  listing = tmp_path / 'list.txt'
+  listing.write_text('\n'.join(imgs) + '\n')
+  argv = [f'-Dmodel_path={model_dirs["uint8"]}', f'-Dinput_oss_file={listing}',
+          '-Doutput_oss_file=oss://out/once/res.txt', '-Dnum_worker=2',
+          f'-DossHost={server.endpoint}']
+  with server.faults(fail_first=10**6, error_status=403,
+                     fault_filter=lambda r: r.op in (
+                         'PutObject', 'InitiateMultipartUpload') and
+                     '/beam-temp-' in r.key):
+    proc = subprocess.run([EV_PREDICT] + argv, capture_output=True,
+                          text=True, timeout=300, check=False)
+  attempts = {r.key.split('/beam-temp-')[1].split('/')[0]
+              for r in server.requests if '/beam-temp-' in r.key}
+  assert len(attempts) == 1, attempts
+  assert proc.returncode == 3, proc.stderr[-3000:]
+  assert 'restarting' not in proc.stderr
+  assert 'worker process was lost' not in proc.stderr
+  last = [l for l in proc.stderr.splitlines()
+          if l.startswith('ev-predict:')][-1]
+  assert last.startswith('ev-predict: job failed:') and 'once/' in last
+  assert 'PermissionError' in last, last
+  assert not [k for k in server.keys('out') if k.startswith('once/')]

@@ -56,7 +56,8 @@ PARAMETERS: Dict[str, Tuple[type, object, str]] = {
                    '123.68,116.78,103.94.'),
     'pixel_std': (str, None, 'mean_std: per-channel standard deviations.'),
     'fetch_threads': (int, 32, 'Concurrent fetches per worker.'),
-    'fetch_timeout': (float, 30.0, 'Seconds per read before a retry.'),
+    'fetch_timeout': (float, 30.0, 'Seconds per fetch attempt, all of it '
+                      '(connect, headers, whole body) before a retry.'),
     'fetch_retries': (int, 3, 'Retries of a transient fetch failure.'),
     'max_image_bytes': (int, 64 << 20, 'Larger images become too_large.'),
     'max_image_pixels': (int, 89_478_485, 'Larger images become too_large.'),

@@ -32,7 +32,7 @@ from PIL import Image, ImageOps
 
 from transforms import record as rec
 from transforms.decode import DecodeConfig, DecodeError, decode_image
-from tests.test_decode import encode, png_chunk, ycck_from_cmyk
+from tests.test_decode import ORIENT, encode, png_chunk, ycck_from_cmyk
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUITE_DIR = os.path.join(REPO_ROOT, '..', 'shared', 'conformance')
@@ -334,18 +334,6 @@ def _generated():
 def grey3(arr):
   return np.repeat(np.clip(arr, 0, 255).astype(np.uint8)[..., None], 3, -1)
 
-
-# What a viewer shows for each orientation, as numpy operations on [h, w].
-ORIENT = {
-    1: lambda a: a,
-    2: np.fliplr,
-    3: lambda a: np.rot90(a, 2),
-    4: np.flipud,
-    5: lambda a: np.transpose(a, (1, 0, 2)),
-    6: lambda a: np.rot90(a, -1),
-    7: lambda a: np.rot90(np.transpose(a, (1, 0, 2)), 2),
-    8: lambda a: np.rot90(a, 1),
-}
 
 with warnings.catch_warnings():
   warnings.simplefilter('ignore')

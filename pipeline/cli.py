@@ -288,7 +288,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     sys.stderr.write(f'ev-predict: error: {e}\n')
     return 2
   except Exception as e:  # pylint: disable=broad-except
-    _LOG.exception('ev-predict: job failed')
+    # The one line below is the report; the traceback is for -v/debugging.
+    _LOG.debug('ev-predict: job failed', exc_info=True)
     sys.stderr.write(f'ev-predict: job failed: {job_error(e)}\n')
     return 3
   finally:

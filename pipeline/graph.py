@@ -4,12 +4,14 @@ import dataclasses
 import functools
 import os
 import posixpath
+import stat
 import time
 import urllib.parse
 import uuid
 from typing import List, Mapping, Optional
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import StandardOptions
@@ -108,6 +110,7 @@ def check_parameters(params: Mapping[str, str]) -> List[str]:
                'max_image_pixels', 'cpuRequired'):
     at_least(name, 1, 'must be at least 1')
   at_least('fetch_retries', 0, 'must be >= 0')
+  at_least('max_restarts', 0, 'must be >= 0')
   if typed.get('fetch_timeout', 1) <= 0:
     errors.append(f'-Dfetch_timeout must be > 0, not '
                   f'{params["fetch_timeout"]!r}')
@@ -170,7 +173,10 @@ def plan(options: EvPredictOptions) -> JobPlan:
 
   _check_readable(input_path, 'input_oss_file')
   run_id = time.strftime('%Y%m%d-%H%M%S') + '-' + uuid.uuid4().hex[:8]
-  paths = OutputPaths.for_run(output_path, o.error_oss_file, run_id)
+  _check_scheme(model_path, 'model_path')
+  paths = OutputPaths.for_run(local_spelling(output_path, 'output_oss_file'),
+                              local_spelling(o.error_oss_file,
+                                             'error_oss_file'), run_id)
   check_output_paths(input_path, model_path, paths)
   for path in paths.targets:
     _check_writable(path)
@@ -245,9 +251,14 @@ def check_output_paths(input_path: str, model_path: str,
   directory, two of input/result/errors/summary that are one file, and an
   output inside the model."""
   for name, path in zip(_OUTPUT_NAMES, paths.targets):
+    _check_scheme(path, name.lstrip('-D'))
     if _is_directory(path):
       raise UsageError(f'{name}={path} is a directory (or a folder with '
                        'objects under it); give a file path')
+    if '://' not in path and os.path.exists(path) and \
+        not stat.S_ISREG(os.stat(path).st_mode):
+      # A FIFO or a device (/dev/null) would be replaced by a regular file.
+      raise UsageError(f'{name}={path} exists and is not a regular file')
   seen = {}
   for name, path in zip(('-Dinput_oss_file',) + _OUTPUT_NAMES,
                         (input_path,) + paths.targets):
@@ -263,6 +274,27 @@ def check_output_paths(input_path: str, model_path: str,
                        f'{model_path}')
 
 
+def local_spelling(path: Optional[str], name: str) -> Optional[str]:
+  """A local output path with its folder resolved (links, '..'): every later
+  step, Beam's included, then names the same file the kernel would, and the
+  same-file checks compare what will really be written."""
+  if not path or '://' in path:
+    return path
+  folder, base = os.path.split(path)
+  if base in ('', '.', '..'):
+    raise UsageError(f'-D{name}={path} is a directory; give a file path')
+  return os.path.join(os.path.realpath(folder or '.'), base)
+
+
+def _check_scheme(path: str, name: str) -> None:
+  if '://' in path and not path.startswith('file://'):
+    try:
+      FileSystems.get_filesystem(path)
+    except ValueError as e:
+      raise UsageError(f'-D{name}={path}: no file system for the scheme '
+                       f'{path.split("://", 1)[0]!r}') from e
+
+
 def canonical_path(path: str) -> str:
   """One spelling per file: local paths absolute with links resolved
   (file:// URLs too), remote keys without '.', '..' or doubled slashes."""
@@ -270,7 +302,8 @@ def canonical_path(path: str) -> str:
   if path.startswith('file://'):
     path = urllib.parse.unquote(urllib.parse.urlsplit(path).path)
   if '://' not in path:
-    return os.path.realpath(os.path.abspath(path))
+    # realpath, not abspath first: 'link/..' is the link target's parent.
+    return os.path.realpath(path)
   scheme, _, rest = path.partition('://')
   bucket, _, key = rest.partition('/')
   key = posixpath.normpath('/' + key).lstrip('/') if key else ''
@@ -301,6 +334,34 @@ def _check_readable(path: str, name: str) -> None:
     raise UsageError(str(e)) from e
   except Exception as e:  # pylint: disable=broad-except
     raise UsageError(f'-D{name}: cannot read {path} ({_reason(e)})') from e
+  _check_complete_stream(path, name)
+
+
+# Beam's readers stop quietly at the end of a truncated compressed stream:
+# the lines after the cut would be lost with accounting_ok true (the count is
+# of what was read). Python's own decoders raise there.
+_DECOMPRESSORS = {'.gz': 'gzip', '.gzip': 'gzip', '.bz2': 'bz2',
+                  '.xz': 'lzma', '.lzma': 'lzma'}
+
+
+def _check_complete_stream(path: str, name: str) -> None:
+  """A compressed file list is read to its end once before any work: one
+  streaming pass, memory flat."""
+  ext = os.path.splitext(path.lower())[1]
+  module = _DECOMPRESSORS.get(ext)
+  if not module:
+    return
+  import importlib  # pylint: disable=import-outside-toplevel
+  opener = importlib.import_module(module).open
+  try:
+    with FileSystems.open(
+        path, compression_type=CompressionTypes.UNCOMPRESSED) as raw, \
+        opener(raw, 'rb') as f:
+      while f.read(1 << 20):
+        pass
+  except (EOFError, OSError) as e:
+    raise UsageError(f'-D{name}: {path} is not a complete {module} stream '
+                     f'({type(e).__name__}: {e}); lines would be lost') from e
 
 
 def _reason(e: BaseException) -> str:

@@ -1,5 +1,7 @@
 """Access rules: -Dbuckets admits the exact key that will be requested, and
 -Dallow_local_files=false keeps a file list off the local disk."""
+import json
+
 import pytest
 
 from pipeline import cli
@@ -91,3 +93,31 @@ def test_local_files_can_be_refused(tmp_path, model_dirs, http_server):
              f'-Dinput_oss_file={tmp_path / "nolocal.txt"}',
              f'-Doutput_oss_file={tmp_path / "x" / "r.txt"}',
              '-Dallow_local_files=maybe'])
+
+
+def test_control_characters_cannot_smuggle_a_local_file(tmp_path, model_dirs):
+  """urlsplit drops tabs/CR anywhere and leading C0 characters: a scheme test
+  on the raw string saw 'fi\\tle' (not local) while the reader opened
+  file:///…. Such lines are bad_line, and locality is judged by the same
+  parse the readers use ('\\xa0file:///x' is a relative local path)."""
+  image = write_image(tmp_path / 'ok.png', 6)
+  lines = ['\x01file://' + image, 'fi\tle://' + image, 'file\t://' + image,
+           'fi\rle://' + image, json.dumps({'url': '\x01file://' + image}),
+           'o\tss://b/other/x', 'file://[/x', '\xa0file://' + image]
+  raw = b''.join(l.encode('utf-8') + b'\n' for l in lines)
+  results, errors, summary = run_job(tmp_path, None, model_dirs['uint8'],
+                                     raw=raw, name='ctl',
+                                     allow_local_files='false')
+  assert not results
+  # Split on newlines only: one echoed line holds a CR.
+  raw_errors = (tmp_path / 'ctl' / 'result.txt.errors').read_bytes()
+  kinds = {split_output_line(l)[0]: split_output_line(l)[1]['error']
+           for l in raw_errors.split(b'\n') if l}
+  assert kinds == {l.encode('utf-8'): 'bad_line' for l in lines[:6]} | {
+      lines[6].encode('utf-8'): 'forbidden',
+      lines[7].encode('utf-8'): 'forbidden'}, errors
+  assert summary['accounting_ok']
+  # Local files allowed: a file URL that does not parse is the line's fault.
+  _, errors, _ = run_job(tmp_path, ['file://[/x'], model_dirs['uint8'],
+                         name='badfile')
+  assert split_output_line(errors[0])[1]['error'] == 'bad_line', errors

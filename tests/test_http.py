@@ -2,6 +2,7 @@
 misbehaving HTTP/1.1 server: every response is its own URL's, every attempt
 ends by its deadline, and no request reaches an address that was not
 checked."""
+import ipaddress
 import collections
 import os
 import socket
@@ -373,3 +374,20 @@ def test_parse_builds_the_request_from_one_parse():
     with pytest.raises(http.FetchError) as e:
       http.parse(bad)
     assert e.value.kind == rec.BAD_LINE, bad
+
+
+@pytest.mark.parametrize('address, public', [
+    ('8.8.8.8', True), ('2606:4700::1111', True),
+    ('64:ff9b::808:808', True),            # well-known NAT64 of a public v4
+    ('::ffff:127.0.0.1', False), ('::7f00:1', False),   # mapped, compatible
+    ('::ffff:0:7f00:1', False),            # SIIT
+    ('64:ff9b::7f00:1', False), ('64:ff9b:1::7f00:1', False),  # NAT64
+    ('2002:7f00:1::', False),              # 6to4 of loopback
+    ('fec0::1', False), ('fe80::1', False), ('fc00::1', False),
+    ('::', False), ('::1', False), ('0.0.0.0', False), ('127.0.0.1', False),
+    ('10.0.0.1', False), ('169.254.169.254', False), ('100.64.0.1', False),
+])
+def test_which_addresses_count_as_public(address, public):
+  """IPv6 ranges that reach IPv4 or local hosts on some networks (found from
+  outside: ::/96, SIIT, local-use NAT64, site-local counted as public)."""
+  assert http.is_public(ipaddress.ip_address(address)) is public

@@ -3,6 +3,7 @@ three output files change together, and odd bytes never kill a job."""
 import base64
 import json
 import os
+import stat
 
 import pytest
 
@@ -292,3 +293,71 @@ def test_non_utf8_lines_are_echoed_and_never_kill_the_job(tmp_path,
   assert sorted(got) == sorted(bad)
   assert {b['error'] for b in got.values()} == {'bad_line'}
   assert summary['accounting_ok'] and summary['records'] == 4
+
+
+@pytest.mark.parametrize('trick', ['input', 'model'])
+def test_links_and_dotdot_cannot_reach_input_or_model(tmp_path, model_dirs,
+                                                      capsys, trick):
+  """'link/..' is the link target's parent, as the kernel resolves it: an
+  output spelled so must be compared (and written) as what it names."""
+  deep = tmp_path / 'deep' / 'a' / 'b'
+  deep.mkdir(parents=True)
+  argv = _job(tmp_path / 'deep', model_dirs)
+  listing = tmp_path / 'deep' / 'list.txt'
+  before = {'list': listing.read_bytes(), 'model': _tree(model_dirs['uint8'])}
+  if trick == 'input':
+    os.symlink(deep, tmp_path / 'lnk')
+    # Lexically tmp_path/list.txt; really tmp_path/deep/list.txt.
+    out = f'{tmp_path}/lnk/../../list.txt'
+  else:
+    os.symlink(os.path.join(model_dirs['uint8'], 'variables'),
+               tmp_path / 'lnkm')
+    out = f'{tmp_path}/lnkm/../r.txt'
+  code, lines = _main(argv + [f'-Doutput_oss_file={out}'], capsys)
+  assert code == 2, lines
+  assert listing.read_bytes() == before['list']
+  assert _tree(model_dirs['uint8']) == before['model']
+  assert not [n for n in os.listdir(tmp_path) if '.shards-' in n]
+
+
+@pytest.mark.parametrize('kind', ['fifo', 'device', 'dot'])
+def test_special_output_targets_are_refused(tmp_path, model_dirs, capsys,
+                                            kind):
+  """A FIFO or a device (think -Doutput_oss_file=/dev/null as root) would be
+  replaced by a regular file; 'dir/.' names a directory."""
+  target = tmp_path / 'target'
+  if kind == 'fifo':
+    os.mkfifo(target)
+  elif kind == 'device':
+    os.mknod(target, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+  else:
+    target.mkdir()
+    target = f'{target}/.'
+  code, lines = _main(_job(tmp_path, model_dirs) + [
+      f'-Doutput_oss_file={target}'], capsys)
+  assert code == 2, lines
+  if kind != 'dot':
+    mode = os.lstat(target).st_mode
+    assert not stat.S_ISREG(mode)
+
+
+def test_unknown_output_scheme_is_a_usage_error(tmp_path, model_dirs,
+                                                capsys):
+  code, lines = _main(_job(tmp_path, model_dirs) + [
+      '-Doutput_oss_file=ftp://host/r.txt'], capsys)
+  assert code == 2 and "scheme 'ftp'" in lines[-1], lines
+
+
+def test_truncated_compressed_list_is_refused(tmp_path, model_dirs, capsys):
+  """Beam's reader ends quietly at a cut gzip stream: the lines after the
+  cut would be lost with accounting_ok true."""
+  import gzip  # pylint: disable=import-outside-toplevel
+  argv = _job(tmp_path, model_dirs)
+  listing = tmp_path / 'list.txt'
+  data = gzip.compress(listing.read_bytes() * 40)
+  (tmp_path / 'cut.txt.gz').write_bytes(data[:-30])
+  argv = [a for a in argv if not a.startswith('-Dinput_oss_file=')]
+  code, lines = _main(argv + [f'-Dinput_oss_file={tmp_path}/cut.txt.gz',
+                              f'-Doutput_oss_file={tmp_path}/r.txt'], capsys)
+  assert code == 2 and 'not a complete gzip stream' in lines[-1], lines
+  assert not (tmp_path / 'r.txt').exists()

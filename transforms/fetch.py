@@ -4,6 +4,7 @@ import dataclasses
 import errno
 import os
 import random
+import re
 import stat
 import time
 import urllib.parse
@@ -77,6 +78,10 @@ class Fetcher:
 
   def _refusal(self, source: str) -> Optional[Tuple[str, str]]:
     """(kind, message) when the job's access rules refuse source."""
+    if _CONTROL.search(source):
+      # urlsplit drops tabs and leading control characters that a plain
+      # string test keeps ('fi\tle:///etc/x' reads as file:///etc/x).
+      return rec.BAD_LINE, 'control character in the path or URL'
     if not self._config.allow_local_files and _is_local(source):
       return rec.FORBIDDEN, (f'{source} is a local file '
                              '(-Dallow_local_files=false)')
@@ -89,11 +94,7 @@ class Fetcher:
     return None
 
   def read(self, source: str) -> bytes:
-    try:
-      scheme = urllib.parse.urlsplit(source).scheme.lower() \
-          if '://' in source else ''
-    except ValueError:   # a host NFKC-normalizing to '/', '@'...: the
-      scheme = source.split(':', 1)[0].lower()  # reader says what is wrong
+    scheme = scheme_of(source)
     if scheme in ('http', 'https'):
       return self._read_http(source)
     if scheme == 'file':
@@ -128,6 +129,8 @@ class Fetcher:
     except PermissionError as e:
       raise FetchError(rec.FORBIDDEN, f'permission denied: {path}') from e
     except OSError as e:
+      if e.errno == errno.ENAMETOOLONG:   # the line itself: never retried
+        raise FetchError(rec.BAD_LINE, 'path too long') from e
       raise FetchError(rec.FETCH, f'{e.strerror or e}: {path}',
                        e.errno in (errno.EIO, errno.EAGAIN)) from e
     except ValueError as e:   # a NUL byte in the path
@@ -174,10 +177,22 @@ def _check_regular(info: os.stat_result, path: str) -> None:
   raise FetchError(rec.UNSUPPORTED, f'not a regular file ({what}): {path}')
 
 
+_CONTROL = re.compile('[\x00-\x1f\x7f]')
+
+
+def scheme_of(source: str) -> str:
+  """The scheme that both the access rules and the readers go by: one
+  function, so that a check and a read never see different schemes."""
+  if '://' not in source:
+    return ''
+  try:
+    return urllib.parse.urlsplit(source).scheme.lower()
+  except ValueError:   # a host NFKC-normalizing to '/', '@'...: the
+    return source.split(':', 1)[0].lower()  # reader says what is wrong
+
+
 def _is_local(source: str) -> bool:
-  # No urlsplit: it raises on odd hosts, and a refusal must not.
-  return '://' not in source or \
-      source.split('://', 1)[0].lower() == 'file'
+  return scheme_of(source) in ('', 'file')
 
 
 def _read_stream(path: str, cap: int, timeout: float) -> bytes:
@@ -202,7 +217,10 @@ def _read_stream(path: str, cap: int, timeout: float) -> bytes:
 
 
 def _file_url_to_path(url: str) -> str:
-  parts = urllib.parse.urlsplit(url)
+  try:
+    parts = urllib.parse.urlsplit(url)
+  except ValueError as e:   # 'file://[/x'
+    raise FetchError(rec.BAD_LINE, f'invalid file URL: {e}') from e
   if parts.netloc not in ('', 'localhost'):
     raise FetchError(rec.UNSUPPORTED, f'remote file URL: {url}')
   return urllib.parse.unquote(parts.path, errors='surrogateescape')

@@ -50,6 +50,7 @@ _HOST = re.compile(r'[a-z0-9_.-]+\Z')
 # target; everything else (spaces, non-ASCII, raw non-UTF-8 bytes) is
 # percent-encoded.
 _SAFE = "!$%&'()*+,/:;=?@[]~"
+_GLOBAL_UNICAST = ipaddress.ip_network('2000::/3')
 _NAT64 = ipaddress.ip_network('64:ff9b::/96')
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError,
           BrokenPipeError, ConnectionAbortedError)
@@ -71,6 +72,12 @@ def is_public(address) -> bool:
     if address in _NAT64:
       embedded.append(ipaddress.IPv4Address(int(address) & 0xffffffff))
     if any(v4 is not None and not is_public(v4) for v4 in embedded):
+      return False
+    # Only global unicast (2000::/3) and the well-known NAT64 prefix: the
+    # IPv4-compatible ::/96, SIIT ::ffff:0:0:0/96, local-use NAT64
+    # 64:ff9b:1::/48 and site-local fec0::/10 reach IPv4 or local hosts on
+    # some networks, and Python's is_global does not list them all.
+    if address not in _GLOBAL_UNICAST and address not in _NAT64:
       return False
   return address.is_global and not address.is_multicast
 

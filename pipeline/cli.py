@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 import threading
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 
 def _quiet_runtime_logs(argv: List[str]) -> None:
@@ -216,8 +216,8 @@ def _interrupted(signum: int) -> None:
   os._exit(128 + signum)  # pylint: disable=protected-access
 
 
-def stop_workers() -> List[int]:
-  """SIGKILLs this process's local SDK worker processes (and their shell)."""
+def process_table() -> Dict[int, Tuple[int, bytes]]:
+  """{pid: (ppid, cmdline bytes)} of every process that can be read."""
   table = {}
   for pid in filter(str.isdigit, os.listdir('/proc')):
     try:
@@ -228,6 +228,12 @@ def stop_workers() -> List[int]:
     except (OSError, ValueError, IndexError):
       continue
     table[int(pid)] = (ppid, cmd)
+  return table
+
+
+def stop_workers() -> List[int]:
+  """SIGKILLs this process's local SDK worker processes (and their shell)."""
+  table = process_table()
   ours, frontier = set(), {os.getpid()}
   while frontier:
     frontier = {p for p, (pp, _) in table.items()

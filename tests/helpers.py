@@ -52,16 +52,5 @@ def assert_each_line_once(out, lines, summary, error_kinds):
   assert summary['succeeded'] == len(results)
 
 
-def process_table():
-  """{pid: (ppid, cmdline bytes)} of every process we can read."""
-  table = {}
-  for pid in filter(str.isdigit, os.listdir('/proc')):
-    try:
-      with open(f'/proc/{pid}/cmdline', 'rb') as f:
-        cmd = f.read()
-      with open(f'/proc/{pid}/stat') as f:
-        ppid = int(f.read().rsplit(')', 1)[1].split()[1])
-    except OSError:
-      continue
-    table[int(pid)] = (ppid, cmd)
-  return table
+# The launcher's own /proc table (it stops its workers from it).
+process_table = cli.process_table

@@ -192,6 +192,7 @@ def roll_back(paths: OutputPaths) -> None:
     if target in staged:
       _quietly('remove', _delete_file, paths.staging(target))
 
+
 def _start_time(pid: int) -> Optional[int]:
   """A process's start time (clock ticks since boot), None if it is gone."""
   try:

@@ -6,8 +6,15 @@ setuptools.setup(
     version='0.1.0',
     description='PAI EasyVision ev_predict_ext (classifier) on Apache Beam',
     python_requires='>=3.10',
-    packages=setuptools.find_packages(include=['pipeline', 'pipeline.*',
-                                               'transforms', 'transforms.*']),
+    # The design card's folders, installed under one name of our own: PyPI
+    # has packages called "pipeline" and "transforms", and any pipeline.py on
+    # sys.path would shadow a top-level one.
+    packages=['ev_predict.pipeline', 'ev_predict.transforms',
+              'ev_predict.templates'],
+    package_dir={'ev_predict.pipeline': 'pipeline',
+                 'ev_predict.transforms': 'transforms',
+                 'ev_predict.templates': 'templates'},
+    package_data={'ev_predict.templates': ['*.yaml']},
     install_requires=[
         'apache-beam==2.77.0',
         'tensorflow>=2.16,<2.22',
@@ -23,5 +30,5 @@ setuptools.setup(
     extras_require={
         'test': ['pytest>=8', 'pytest-timeout', 'scikit-learn'],
     },
-    entry_points={'console_scripts': ['ev-predict=pipeline.cli:main']},
+    entry_points={'console_scripts': ['ev-predict=ev_predict.pipeline.cli:main']},
 )

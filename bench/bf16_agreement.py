@@ -18,9 +18,9 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from transforms import backends  # pylint: disable=wrong-import-position
-from transforms.decode import DecodeConfig, decode_image  # pylint: disable=wrong-import-position
-from transforms.inference import inspect_saved_model, to_probabilities  # pylint: disable=wrong-import-position
+from ev_predict.transforms import backends  # pylint: disable=wrong-import-position
+from ev_predict.transforms.decode import DecodeConfig, decode_image  # pylint: disable=wrong-import-position
+from ev_predict.transforms.inference import inspect_saved_model, to_probabilities  # pylint: disable=wrong-import-position
 
 
 def held_out_digits():

@@ -92,7 +92,7 @@ def fill(server, images, sizes, model_dir):
 
 
 def run_job(server, name, size):
-  from pipeline import cli  # pylint: disable=import-outside-toplevel
+  from ev_predict.pipeline import cli  # pylint: disable=import-outside-toplevel
   start = time.perf_counter()
   summary = cli.run([
       '-Dmodel_path=oss://models/m', f'-Dinput_oss_file=oss://data/list-{size}.txt',

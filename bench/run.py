@@ -131,7 +131,7 @@ SOURCES = ('astronaut', 'coffee', 'chelsea', 'rocket', 'hubble_deep_field',
 MIN_KB, MAX_KB = 40, 120
 # ev-predict's default batch size on this machine (pipeline.graph).
 sys.path.insert(0, str(ROOT))
-from transforms.backends import default_batch_size  # pylint: disable=wrong-import-position
+from ev_predict.transforms.backends import default_batch_size  # pylint: disable=wrong-import-position
 EV_BATCH = default_batch_size(CORES)
 BATCH_SIZES = tuple(sorted({8, 16, 32, 64, EV_BATCH}))
 IMAGE = 224
@@ -533,7 +533,7 @@ def _windows(fn, per_call: int, seconds: float, windows: int = 5) -> dict:
 
 def _decoded_images(filelist: str, count: int):
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from transforms.decode import DecodeConfig, decode_image  # pylint: disable=import-outside-toplevel
+  from ev_predict.transforms.decode import DecodeConfig, decode_image  # pylint: disable=import-outside-toplevel
   cfg = DecodeConfig(size=(IMAGE, IMAGE))
   paths = Path(filelist).read_text().split()[:count]
   return np.stack([decode_image(Path(p).read_bytes(), cfg) for p in paths])
@@ -546,7 +546,7 @@ def _model_call(arg: dict):
   SavedModel."""
   info = {'backend': arg.get('backend', 'tensorflow')}
   if info['backend'] == 'openvino':
-    from transforms import backends, inference  # pylint: disable=import-outside-toplevel
+    from ev_predict.transforms import backends, inference  # pylint: disable=import-outside-toplevel
     openvino = backends.import_openvino()
     spec = inference.inspect_saved_model(arg['model'])
     started = time.perf_counter()
@@ -592,9 +592,9 @@ def child_model_ceiling(arg: dict) -> dict:
 def _fetch_decode(filelist: str):
   """(records, fn): the corpus as records, and ev-predict's fetch + decode
   of one record to the model's input."""
-  from transforms.decode import DecodeConfig, decode_image  # pylint: disable=import-outside-toplevel
-  from transforms.fetch import Fetcher  # pylint: disable=import-outside-toplevel
-  from transforms.record import Record  # pylint: disable=import-outside-toplevel
+  from ev_predict.transforms.decode import DecodeConfig, decode_image  # pylint: disable=import-outside-toplevel
+  from ev_predict.transforms.fetch import Fetcher  # pylint: disable=import-outside-toplevel
+  from ev_predict.transforms.record import Record  # pylint: disable=import-outside-toplevel
   paths = Path(filelist).read_text().split()
   cfg = DecodeConfig(size=(IMAGE, IMAGE))
   fetcher = Fetcher()
@@ -657,8 +657,8 @@ def child_decode_ceiling(arg: dict) -> dict:
   import concurrent.futures  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
-  from transforms.fetch import Fetcher  # pylint: disable=import-outside-toplevel
-  from transforms.format import Formatter  # pylint: disable=import-outside-toplevel
+  from ev_predict.transforms.fetch import Fetcher  # pylint: disable=import-outside-toplevel
+  from ev_predict.transforms.format import Formatter  # pylint: disable=import-outside-toplevel
 
   records, fetch_decode = _fetch_decode(arg['filelist'])
   fetcher = Fetcher()
@@ -756,7 +756,7 @@ def _beam_example_pipeline(p, filelist: str, model: str, output: str,
       if backend == 'openvino':
         # Telemetry off, as in every process here (nothing may call out);
         # the plain import would cost about 1 s of start-up, no throughput.
-        from transforms.backends import import_openvino
+        from ev_predict.transforms.backends import import_openvino
         ov = import_openvino()
         compiled = ov.Core().compile_model(
             ov.convert_model(self._path), 'CPU',
@@ -829,7 +829,7 @@ def child_list_memory(arg: dict) -> dict:
   file list because of the Reshuffle?"""
   import apache_beam as beam
   from apache_beam.options.pipeline_options import PipelineOptions
-  from transforms import read
+  from ev_predict.transforms import read
   options = PipelineOptions([])
   with beam.Pipeline(runner=fn_api_runner(options), options=options) as p:
     records = p | 'ReadFileList' >> read.ReadFileList(arg['filelist'])

@@ -34,10 +34,10 @@ from apache_beam.options.pipeline_options import (DirectOptions,
                                                   StandardOptions,
                                                   WorkerOptions)
 
-from pipeline import graph
-from pipeline.options import (EvPredictOptions, UsageError, check_beam_flags,
+from ev_predict.pipeline import graph
+from ev_predict.pipeline.options import (EvPredictOptions, UsageError, check_beam_flags,
                               parse_command_line, to_flags)
-from transforms import redact, write
+from ev_predict.transforms import redact, write
 
 _LOG = logging.getLogger('ev_predict')
 _DIRECT = (None, 'DirectRunner', 'directrunner')
@@ -49,7 +49,7 @@ def make_options(argv: List[str]) -> PipelineOptions:
   params, beam_args = parse_command_line(argv)
   check_beam_flags(beam_args)
   # Worker processes import the OSS file system before reading any path.
-  plugin = '--beam_plugins=transforms.ossfs.OssFileSystem'
+  plugin = '--beam_plugins=ev_predict.transforms.ossfs.OssFileSystem'
   options = PipelineOptions(to_flags(params) + beam_args + [plugin])
   o = options.view_as(EvPredictOptions)
   runner = options.view_as(StandardOptions).runner
@@ -277,7 +277,7 @@ def print_summary(summary: dict, stream=sys.stderr) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   if argv and argv[0] == 'submit':  # a job from a template: pipeline/submit.py
-    from pipeline import submit  # pylint: disable=import-outside-toplevel
+    from ev_predict.pipeline import submit  # pylint: disable=import-outside-toplevel
     return submit.main(argv[1:])
   if not argv or argv[0] in ('-h', '--help', 'help'):
     _print_help()
@@ -314,7 +314,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _print_help() -> None:
-  from pipeline.options import PARAMETERS  # pylint: disable=import-outside-toplevel
+  from ev_predict.pipeline.options import PARAMETERS  # pylint: disable=import-outside-toplevel
   lines = ['usage: ev-predict -Dkey=value ... [--beam_flag=value ...]',
            '       ev-predict pai -name ev_predict_ext -Dkey=value ...',
            '       ev-predict submit --template FILE -Dkey=value ... '

@@ -17,17 +17,17 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms import combiners
 
-from pipeline.options import (OSS_PARAMETERS, PARAMETERS, EvPredictOptions,
+from ev_predict.pipeline.options import (OSS_PARAMETERS, PARAMETERS, EvPredictOptions,
                               UsageError,
                               parse_bool, parse_floats, parse_size,
                               type_error)
-from transforms import backends, inference, modelcache, ossio, read
-from transforms.ossfs import OssOptions
-from transforms import record as rec
-from transforms.decode import DecodeConfig, prepare_record
-from transforms.fetch import FetchConfig, Fetcher
-from transforms.parallel import BACKGROUND_NICE, ThreadedMap
-from transforms.write import OutputPaths, WriteOutputs, launcher_identity
+from ev_predict.transforms import backends, inference, modelcache, ossio, read
+from ev_predict.transforms.ossfs import OssOptions
+from ev_predict.transforms import record as rec
+from ev_predict.transforms.decode import DecodeConfig, prepare_record
+from ev_predict.transforms.fetch import FetchConfig, Fetcher
+from ev_predict.transforms.parallel import BACKGROUND_NICE, ThreadedMap
+from ev_predict.transforms.write import OutputPaths, WriteOutputs, launcher_identity
 
 SUPPORTED_MODEL_TYPES = ('classifier',)
 DECODE_PRIORITIES = ('low', 'normal')

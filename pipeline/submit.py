@@ -45,8 +45,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from pipeline.graph import check_parameters
-from pipeline.options import (PARAMETERS, UsageError, check_beam_flags,
+from ev_predict.pipeline.graph import check_parameters
+from ev_predict.pipeline.options import (PARAMETERS, UsageError, check_beam_flags,
                               unknown_parameter)
 
 USAGE = """\
@@ -264,7 +264,7 @@ def parse_args(argv: Sequence[str]) -> Request:
   """Submit's own options; -D/--key parameters as ev-predict takes them;
   any other --flag is a Beam flag. Problems are collected in .errors."""
   # pylint: disable=import-outside-toplevel,protected-access
-  from pipeline.options import _unquote
+  from ev_predict.pipeline.options import _unquote
   req = Request()
   args = list(argv)
   i = 0
@@ -545,7 +545,7 @@ def dry_run_report(resolved: Resolved, options, masker: Masker) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-  from pipeline import cli  # pylint: disable=import-outside-toplevel
+  from ev_predict.pipeline import cli  # pylint: disable=import-outside-toplevel
   masker = Masker()
   try:
     req = parse_args(argv)

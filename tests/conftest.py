@@ -167,7 +167,7 @@ def oss_env(oss_server, monkeypatch, tmp_path):
   monkeypatch.delenv('OSS_SESSION_TOKEN', raising=False)
   monkeypatch.setenv('OSS_CONFIG_FILE', str(tmp_path / 'no-ossutilconfig'))
   monkeypatch.setenv('EV_PREDICT_CACHE', str(tmp_path / 'model-cache'))
-  from transforms import ossio
+  from ev_predict.transforms import ossio
   ossio._clients.clear()  # pylint: disable=protected-access
   from apache_beam.io.filesystems import FileSystems
   from apache_beam.options.pipeline_options import PipelineOptions

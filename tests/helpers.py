@@ -2,7 +2,7 @@
 import json
 import os
 
-from pipeline import cli
+from ev_predict.pipeline import cli
 
 
 def split_output_line(line: bytes):

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from pipeline import cli
-from pipeline.options import UsageError
+from ev_predict.pipeline import cli
+from ev_predict.pipeline.options import UsageError
 from tests.conftest import write_image
 from tests.helpers import run_job, split_output_line
-from transforms import ossio
+from ev_predict.transforms import ossio
 
 ALLOW = ossio.parse_allow_list('oss://b/allowed/')
 

@@ -11,8 +11,8 @@ import pytest
 from tests import models
 from tests.conftest import write_image
 from tests.helpers import run_job, split_output_line
-from transforms import backends
-from transforms.decode import DecodeConfig, decode_image
+from ev_predict.transforms import backends
+from ev_predict.transforms.decode import DecodeConfig, decode_image
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = DecodeConfig(size=(models.SIZE, models.SIZE))
@@ -68,7 +68,7 @@ def test_auto_uses_tensorflow_for_encoded_input(tmp_path, model_dirs, images):
 
 def test_openvino_streams_split_batches_without_changing_results(model_dirs,
                                                                 images):
-  from transforms import inference
+  from ev_predict.transforms import inference
   model = model_dirs['keras']
   spec = inference.inspect_saved_model(model)
   batch = np.stack([decode_image(Path(p).read_bytes(), SIZE)
@@ -113,7 +113,7 @@ class Spy(importlib.abc.MetaPathFinder):
     return spec
 
 sys.meta_path.insert(0, Spy())
-from transforms import backends, inference
+from ev_predict.transforms import backends, inference
 spec = inference.inspect_saved_model(sys.argv[1])
 name = backends.OpenVinoBackend(sys.argv[1], spec).name
 print(json.dumps([name, used]))

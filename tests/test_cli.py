@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from pipeline import cli
-from pipeline.options import (EvPredictOptions, UsageError,
+from ev_predict.pipeline import cli
+from ev_predict.pipeline.options import (EvPredictOptions, UsageError,
                               parse_command_line)
 from tests.conftest import write_image
 from tests.helpers import read_lines, split_output_line
@@ -149,7 +149,7 @@ def test_direct_runner_never_tries_prism():
 
 def test_gpu_required_becomes_accelerator_hint(tmp_path, model_dirs):
   import apache_beam as beam
-  from pipeline import graph
+  from ev_predict.pipeline import graph
   listing = tmp_path / 'l.txt'
   listing.write_text('x.jpg\n')
   argv = [f'-Dmodel_path={model_dirs["uint8"]}', f'-Dinput_oss_file={listing}',

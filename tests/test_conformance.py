@@ -30,8 +30,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from transforms import record as rec
-from transforms.decode import DecodeConfig, DecodeError, decode_image
+from ev_predict.transforms import record as rec
+from ev_predict.transforms.decode import DecodeConfig, DecodeError, decode_image
 from tests.test_decode import ORIENT, encode, png_chunk, ycck_from_cmyk
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

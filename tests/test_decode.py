@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps, JpegImagePlugin
 
-from transforms import decode
-from transforms import record as rec
-from transforms.decode import (DecodeConfig, DecodeError, check_image,
+from ev_predict.transforms import decode
+from ev_predict.transforms import record as rec
+from ev_predict.transforms.decode import (DecodeConfig, DecodeError, check_image,
                                decode_image, prepare_record, to_rgb)
-from transforms.record import Record
+from ev_predict.transforms.record import Record
 
 
 # --------------------------------------------------------------------------

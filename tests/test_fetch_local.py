@@ -15,8 +15,8 @@ from apache_beam.io.localfilesystem import LocalFileSystem
 
 from tests.conftest import write_image
 from tests.helpers import run_job, split_output_line
-from transforms import fetch
-from transforms.fetch import FetchConfig, Fetcher, FetchError
+from ev_predict.transforms import fetch
+from ev_predict.transforms.fetch import FetchConfig, Fetcher, FetchError
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from pipeline import cli
+from ev_predict.pipeline import cli
 from tests.cluster import (free_port, mixed_file_list, run_and_read,
                            run_oss_job_keeping_the_secret, run_script,
                            worker_environment)
@@ -153,7 +153,7 @@ def test_submit_flink_template(tmp_path, model_dirs, flink_cluster,
   job = [f'-Dmodel_path={model_dirs["uint8"]}', f'-Dinput_oss_file={listing}',
          '-Dmax_error_ratio=0.5']
   before = flink_cluster.finished_jobs()
-  from pipeline import submit
+  from ev_predict.pipeline import submit
   code = submit.main(['--template', 'templates/flink.yaml', *job,
                       f'-Doutput_oss_file={out}'])
   if code:

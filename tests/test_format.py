@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from transforms import format as fmt_module
-from transforms.format import Formatter, float_reprs, result_json
-from transforms.record import Record
+from ev_predict.transforms import format as fmt_module
+from ev_predict.transforms.format import Formatter, float_reprs, result_json
+from ev_predict.transforms.record import Record
 
 # '%r' and '100%' would break a %-template that did not escape them.
 ODD_LABELS = ['coho1', 'ü "quoted"', 'back\\slash', 'tab\there', '\u2028',

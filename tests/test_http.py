@@ -18,10 +18,10 @@ from tests.helpers import run_job, split_output_line
 from tests.misbehaving_http import MisbehavingServer
 from tests.nginx import Nginx, crafted_body
 from tests.test_pipeline import check_result, expected_probs
-from transforms import http
-from transforms import record as rec
-from transforms.fetch import FetchConfig, Fetcher
-from transforms.record import Record
+from ev_predict.transforms import http
+from ev_predict.transforms import record as rec
+from ev_predict.transforms.fetch import FetchConfig, Fetcher
+from ev_predict.transforms.record import Record
 
 
 def fetch(fetcher, url):

@@ -9,7 +9,7 @@ import time
 
 from tests.conftest import write_image
 from tests.helpers import process_table
-from transforms import write
+from ev_predict.transforms import write
 
 EV_PREDICT = os.path.join(os.path.dirname(sys.executable), 'ev-predict')
 

@@ -18,7 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 from tests import models
 from tests.conftest import OSS_ID, OSS_SECRET, write_image
 from tests.helpers import run_job, split_output_line
-from transforms import ossio
+from ev_predict.transforms import ossio
 
 EV_PREDICT = os.path.join(os.path.dirname(sys.executable), 'ev-predict')
 
@@ -145,7 +145,7 @@ def test_everything_on_oss_equals_local(tmp_path, oss_env, model_dirs):
 
 
 def _run_oss_job(server, tmp_path, name, extra=()):
-  from pipeline import cli
+  from ev_predict.pipeline import cli
   return cli.run([
       '-Dmodel_path=oss://models/m/uint8',
       '-Dinput_oss_file=oss://data/lists/list.txt',
@@ -203,7 +203,7 @@ def test_allow_list(tmp_path, oss_env, model_dirs):
   server.put('data', 'lists/list.txt', server.get('data', 'lists/list.txt') +
              b'oss://secret/payroll.jpg\noss://data/../secret/x.jpg\n')
   server.requests.clear()
-  from pipeline import cli
+  from ev_predict.pipeline import cli
   summary = cli.run([
       '-Dmodel_path=oss://models/m/uint8',
       '-Dinput_oss_file=oss://data/lists/list.txt',
@@ -268,7 +268,7 @@ def test_secret_never_leaks(tmp_path, oss_env, model_dirs):
       split_output_line(l)[0] for l in results if b'?' in l)
   for key in server.keys('out'):
     assert secret not in server.get('out', key), key
-  from pipeline import cli, graph
+  from ev_predict.pipeline import cli, graph
   import apache_beam as beam
   options = cli.make_options(argv)
   assert OSS_SECRET not in repr(options.get_all_options())
@@ -315,7 +315,7 @@ def _graph_blobs(proto):
 
 
 def test_reuploaded_model_is_fetched_again(tmp_path, oss_env):
-  from transforms import modelcache
+  from ev_predict.transforms import modelcache
   server = oss_env
   m1 = models.save_uint8_model(str(tmp_path / 'm1'))
   upload_tree(server, 'models', 'swap', m1)

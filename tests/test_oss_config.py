@@ -1,7 +1,7 @@
 """OSS settings that need no server: paths, allow-list, endpoints, credentials."""
 import pytest
 
-from transforms import ossio
+from ev_predict.transforms import ossio
 
 
 def test_parse_path():
@@ -73,7 +73,7 @@ def test_credentials_from_env_then_ossutil_config(monkeypatch, tmp_path):
 def test_endpoint_survives_a_portable_runner():
   """Beam's Java job server hands SDK workers camelCase option names
   lower-cased (ossHost -> osshost); workers must still find the endpoint."""
-  from transforms.ossfs import settings_from
+  from ev_predict.transforms.ossfs import settings_from
   for options in ({'ossHost': 'http://127.0.0.1:9'},
                   {'osshost': 'http://127.0.0.1:9'},
                   {'oss_host': 'http://127.0.0.1:9'}):

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from pipeline import cli
+from ev_predict.pipeline import cli
 from tests.conftest import write_image
 from tests.helpers import read_lines, split_output_line
 
@@ -144,7 +144,7 @@ def test_accounting_reads_the_committed_files(tmp_path, model_dirs, capsys,
   """The summary counts the lines the staged files hold, and the launcher
   checks that the committed files are those: a line that appears in between
   (someone else writing) makes accounting_ok false and the exit code 1."""
-  from transforms import write
+  from ev_predict.transforms import write
   out = tmp_path / 'res.txt'
   argv = _job(tmp_path, model_dirs) + [f'-Doutput_oss_file={out}']
   assert _main(argv, capsys)[0] == 0

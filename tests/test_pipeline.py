@@ -15,8 +15,8 @@ from PIL import Image
 from tests import models
 from tests.conftest import write_image
 from tests.helpers import run_job, split_output_line
-from transforms.decode import DecodeConfig, decode_image
-from transforms.inference import to_probabilities
+from ev_predict.transforms.decode import DecodeConfig, decode_image
+from ev_predict.transforms.inference import to_probabilities
 
 SIZE = DecodeConfig(size=(models.SIZE, models.SIZE), draft=True)
 

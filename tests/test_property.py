@@ -35,11 +35,11 @@ from PIL import Image
 
 from tests import models
 from tests.helpers import run_job
-from transforms import inference, read
-from transforms import record as rec
-from transforms.decode import DecodeConfig, decode_image, prepare_record
-from transforms.fetch import FetchConfig, Fetcher
-from transforms.format import Formatter
+from ev_predict.transforms import inference, read
+from ev_predict.transforms import record as rec
+from ev_predict.transforms.decode import DecodeConfig, decode_image, prepare_record
+from ev_predict.transforms.fetch import FetchConfig, Fetcher
+from ev_predict.transforms.format import Formatter
 
 NUM_CLASSES = 128
 RETRIES = 1           # a 5xx is retried once: both paths stay short

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from tests.oss_server import OssServer
-from transforms import redact
+from ev_predict.transforms import redact
 
 AK, SK = 'LTAI-redact-id', 'redact-secret-key'
 STS_AK, STS_SK, STS_TOKEN = 'STS.redact-id', 'sts-secret', 'CAIS-sts-token+/='

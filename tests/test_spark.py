@@ -19,7 +19,7 @@ import urllib.request
 
 import pytest
 
-from pipeline import cli, submit
+from ev_predict.pipeline import cli, submit
 from tests.cluster import (free_port, mixed_file_list, run_and_read,
                            run_oss_job_keeping_the_secret, run_script,
                            worker_environment)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pipeline import cli
+from ev_predict.pipeline import cli
 from tests.conftest import write_image
 from tests.helpers import assert_each_line_once, process_table, run_job
 

@@ -122,7 +122,7 @@ def _converted(ov, model_path: str) -> str:
   key = hashlib.sha256(repr((os.path.abspath(model_path), stat.st_size,
                              stat.st_mtime_ns, ov.__version__)).encode()
                        ).hexdigest()[:24]
-  from transforms.modelcache import cache_root  # pylint: disable=import-outside-toplevel
+  from ev_predict.transforms.modelcache import cache_root  # pylint: disable=import-outside-toplevel
   xml = os.path.join(cache_root(), f'openvino-{key}', 'model.xml')
   if not os.path.exists(xml):
     tmp_dir = os.path.join(cache_root(), f'openvino-{key}.tmp-{os.getpid()}')

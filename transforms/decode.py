@@ -20,8 +20,8 @@ from typing import Tuple
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from transforms import record as rec
-from transforms.record import Record
+from ev_predict.transforms import record as rec
+from ev_predict.transforms.record import Record
 
 # Partial images must fail, never decode as grey padding.
 ImageFile.LOAD_TRUNCATED_IMAGES = False

@@ -13,11 +13,11 @@ from typing import Optional, Tuple
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import http
-from transforms import ossio
-from transforms import redact
-from transforms import record as rec
-from transforms.record import Record
+from ev_predict.transforms import http
+from ev_predict.transforms import ossio
+from ev_predict.transforms import redact
+from ev_predict.transforms import record as rec
+from ev_predict.transforms.record import Record
 
 
 # Raised by every reader; defined with the HTTP client, which raises it too.

@@ -10,7 +10,7 @@ try:
 except ImportError:  # float.__repr__ gives the same text, slower
   orjson = None
 
-from transforms.record import INFERENCE, Record, valid_text
+from ev_predict.transforms.record import INFERENCE, Record, valid_text
 
 
 def labels_for(labels: Optional[Sequence[str]], width: int) -> Sequence[str]:

@@ -25,7 +25,7 @@ from typing import List, NamedTuple
 
 import urllib3
 
-from transforms import record as rec
+from ev_predict.transforms import record as rec
 
 
 class FetchError(Exception):

@@ -15,9 +15,9 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler
 
-from transforms import backends
-from transforms import record as rec
-from transforms.record import Record
+from ev_predict.transforms import backends
+from ev_predict.transforms import record as rec
+from ev_predict.transforms.record import Record
 
 _LOG = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 FileSystems.open/match/copy/rename/delete and the fetch stage use OSS unchanged.
 
 Beam registers every imported FileSystem subclass: workers get this one through
-``--beam_plugins=transforms.ossfs.OssFileSystem`` (the CLI adds it) or by
+``--beam_plugins=ev_predict.transforms.ossfs.OssFileSystem`` (the CLI adds it) or by
 importing the fetch stage.
 """
 import io
@@ -13,7 +13,7 @@ from apache_beam.io.filesystem import (BeamIOError, CompressedFile,
 from apache_beam.io.filesystemio import DownloaderStream, UploaderStream
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms import ossio
+from ev_predict.transforms import ossio
 
 
 class OssOptions(PipelineOptions):

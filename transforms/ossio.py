@@ -22,7 +22,7 @@ import requests
 import urllib3
 from apache_beam.io.filesystemio import Downloader, Uploader
 
-from transforms import redact
+from ev_predict.transforms import redact
 
 _LOG = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Callable
 import apache_beam as beam
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.record import Record
+from ev_predict.transforms.record import Record
 
 _LOG = logging.getLogger(__name__)
 

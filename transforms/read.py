@@ -7,7 +7,7 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.coders import coders
 
-from transforms.record import BAD_LINE, Record
+from ev_predict.transforms.record import BAD_LINE, Record
 
 URL = 'url'
 BASE64 = 'base64'

@@ -25,8 +25,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.format import Formatter
-from transforms.record import Record
+from ev_predict.transforms.format import Formatter
+from ev_predict.transforms.record import Record
 
 _LOG = logging.getLogger(__name__)
 _COPY_CHUNK = 8 << 20

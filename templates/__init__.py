@@ -1,0 +1,1 @@
+"""Job templates for `ev-predict submit` (shipped as package data)."""

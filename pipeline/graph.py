@@ -230,7 +230,7 @@ def plan(options: EvPredictOptions) -> JobPlan:
       fetch_threads=o.fetch_threads,
       # One more than the cores: low-priority decodes run only in the gaps
       # the model leaves, and a spare keeps a gap filled while another waits
-      # for the GIL (measured: README, "Levers").
+      # for the GIL (measured: docs/performance.md, "Levers").
       decode_threads=o.decode_threads or per_worker + 1,
       max_error_ratio=o.max_error_ratio,
       backend=o.backend,

@@ -21,7 +21,7 @@ PRECISIONS = ('f32', 'bf16')
 
 # Agreement required of OpenVINO against TensorFlow on the first batch.
 # f32 differs from TensorFlow only by summation order (~1e-6); bf16 keeps 8
-# mantissa bits, so it is judged on decisions, as the README states.
+# mantissa bits, so it is judged on decisions (docs/performance.md, Precision).
 THRESHOLDS = {
     'f32': {'max_abs_diff': 1e-4, 'argmax_agreement': 1.0},
     'bf16': {'max_abs_diff': 1e-2, 'argmax_agreement': 0.995},
@@ -67,7 +67,7 @@ class OpenVinoBackend:
     self._streams = streams_for(threads, batch_size)
     # One single-threaded stream per core, each taking an equal part of the
     # batch: no stream waits at a barrier for a thread that a decode thread
-    # has preempted (measured here: see the README, "Levers").
+    # has preempted (measured here: docs/performance.md, "Levers").
     config = {'INFERENCE_PRECISION_HINT': precision,
               'INFERENCE_NUM_THREADS': threads,
               'PERFORMANCE_HINT': 'THROUGHPUT' if self._streams > 1 else

@@ -10,7 +10,7 @@ The pool threads can run at a lower scheduling priority than the rest of the
 process. The model's own threads (oneDNN, OpenVINO) split each call into
 parallel chunks and wait for the slowest: a decode thread preempting one of
 them stalls both cores. At low priority, decodes fill the time the model leaves
-idle instead (measured: README, "Levers").
+idle instead (measured: docs/performance.md, "Levers").
 """
 import collections
 import concurrent.futures

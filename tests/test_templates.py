@@ -382,3 +382,24 @@ def test_ev_predict_root_outside_a_checkout(tmp_path, monkeypatch):
   resolved = _resolve(['--template', 'spark', *_JOB])
   assert (f'--spark_job_server_jar={tmp_path}/build/spark/'
           in resolved.beam_args[3])
+
+
+def test_submit_reads_parameters_as_ev_predict_does():
+  """The same tokenizer as `ev-predict` (options.parse_command_line), with
+  every problem kept for the one message; submit's own options around it."""
+  req = submit.parse_args([
+      '--templat', 'local', '--dry_run', '-Dmodel_pth=m', '-Dnum_worker',
+      '--input_oss_file', "'in.txt';", '-Dnum_worker=two', 'stray',
+      '--runner', 'DirectRunner', '--set', 'X=1', '--set=bad', '--dry-run'])
+  assert req.errors == [
+      'unknown option --templat (did you mean --template?)',
+      'unknown option --dry_run (did you mean --dry-run?)',
+      "--set 'bad': use --set NAME=value",
+      'unknown parameter -Dmodel_pth (did you mean model_path?)',
+      "malformed parameter '-Dnum_worker'; use -Dkey=value",
+      "unexpected argument 'stray'; parameters look like -Dkey=value",
+      '--template FILE is required']
+  # Values are checked with the template's, by resolve().
+  assert req.params == {'input_oss_file': 'in.txt', 'num_worker': 'two'}
+  assert req.beam_args == ['--runner', 'DirectRunner']
+  assert (req.sets, req.dry_run, req.template) == ({'X': '1'}, True, None)

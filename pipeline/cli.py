@@ -1,323 +1,36 @@
-"""``ev-predict``: PAI's ev_predict_ext on Apache Beam."""
-import contextlib
-import json
-import logging
-import os
-import signal
+"""``ev-predict``: PAI's ev_predict_ext on Apache Beam. The command line
+only: argv -> pipeline/launcher.py (or pipeline/submit.py) -> exit code.
+
+Importing this module changes nothing in the process: main() sets the
+runtime environment, before anything imports TensorFlow.
+"""
 import sys
-import threading
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional
 
-
-def _quiet_runtime_logs(argv: List[str]) -> None:
-  """TensorFlow's C++ start-up chatter (and a CUDA probe when no GPU was
-  asked for) would bury the lines a user needs. Set before TF is imported;
-  inherited by local worker processes. A user's own settings win."""
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  if not any('gpuRequired' in a and not a.rstrip(';"\'').endswith('=0')
-             for a in argv):
-    os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
-
-
-# Before TensorFlow or Beam is imported anywhere. (`submit` does this for the
-# command line it resolves from a template.)
-if sys.argv[1:2] != ['submit']:
-  _quiet_runtime_logs(sys.argv[1:])
-
-
-import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import (DirectOptions,
-                                                  FlinkRunnerOptions,
-                                                  PipelineOptions,
-                                                  PortableOptions,
-                                                  StandardOptions,
-                                                  WorkerOptions)
-
-from ev_predict.pipeline import graph
-from ev_predict.pipeline.options import (EvPredictOptions, UsageError, check_beam_flags,
-                              parse_command_line, to_flags)
-from ev_predict.transforms import redact, write
-
-_LOG = logging.getLogger('ev_predict')
-_DIRECT = (None, 'DirectRunner', 'directrunner')
-# Runners that take --parallelism (FlinkRunnerOptions): -Dnum_worker sets it.
-_PARALLEL = ('flinkrunner', 'portablerunner')
-
-
-def make_options(argv: List[str]) -> PipelineOptions:
-  params, beam_args = parse_command_line(argv)
-  check_beam_flags(beam_args)
-  # Worker processes import the OSS file system before reading any path.
-  plugin = '--beam_plugins=ev_predict.transforms.ossfs.OssFileSystem'
-  options = PipelineOptions(to_flags(params) + beam_args + [plugin])
-  o = options.view_as(EvPredictOptions)
-  runner = options.view_as(StandardOptions).runner
-  if runner in _DIRECT and o.num_worker > 1:
-    direct = options.view_as(DirectOptions)
-    direct.direct_num_workers = o.num_worker
-    direct.direct_running_mode = 'multi_processing'
-  elif runner and runner.rsplit('.', 1)[-1].lower() in _PARALLEL:
-    flink = options.view_as(FlinkRunnerOptions)
-    if flink.parallelism < 1:  # an explicit --parallelism wins
-      flink.parallelism = o.num_worker
-  elif runner and runner.rsplit('.', 1)[-1].lower() == 'sparkrunner':
-    portable = options.view_as(PortableOptions)
-    if not portable.environment_cache_millis:
-      # Beam's default (0) gives every Spark task a fresh SDK worker that
-      # imports TensorFlow and loads the model again (measured: 149 s vs 48 s
-      # for the demo list); keep one per executor for the job.
-      portable.environment_cache_millis = 60000
-  harness = options.view_as(WorkerOptions)
-  if not harness.default_sdk_harness_log_level:
-    # Worker processes otherwise log every gRPC channel at INFO. 'WARN', not
-    # 'WARNING': Beam's Java runners (Flink) parse this option as their
-    # LogLevel enum, which has no WARNING; Python reads either.
-    harness.default_sdk_harness_log_level = 'WARN'
-  return options
-
-
-def make_runner(options: PipelineOptions):
-  """Beam's DirectRunner first tries Prism, which it downloads: on an offline
-  machine that stalls. Use the FnApiRunner it would fall back to, directly."""
-  name = options.view_as(StandardOptions).runner
-  if name not in _DIRECT:
-    return None  # Beam resolves the named runner
-  # pylint: disable=import-outside-toplevel
-  from apache_beam.portability.api import beam_provision_api_pb2
-  from apache_beam.runners.portability.fn_api_runner import fn_runner
-  from apache_beam.runners.portability.portable_runner import JobServiceHandle
-  encoded = JobServiceHandle.encode_pipeline_options(
-      options.get_all_options())
-  return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
-      beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
-
-
-def run(argv: List[str]) -> dict:
-  """Runs a job to completion and returns its summary (raises on failure)."""
-  redact.install()   # before any library logs a signed request
-  options = make_options(argv)
-  job = graph.plan(options)
-  _state.job, _state.committed = job, False
-  _LOG.info('ev-predict: run %s, model input %s %sx%s, %d worker(s) x %d '
-            'core(s)', job.run_id, job.spec.input_kind, job.spec.width,
-            job.spec.height, job.workers, job.cores_per_worker)
-  write.remove_stale_runs(job.paths)
-  attempts = 1 + _restarts(options)
-  try:
-    for attempt in range(1, attempts + 1):
-      write.write_marker(job.paths, job.launcher)
-      try:
-        with beam.Pipeline(runner=make_runner(options),
-                           options=options) as p:
-          graph.build_pipeline(p, options, job, attempt)
-        break
-      except Exception as err:  # pylint: disable=broad-except
-        if attempt == attempts or not worker_lost(err):
-          raise
-        # Nothing of that attempt reached the output, so running it again
-        # gives every line exactly once.
-        _LOG.warning('ev-predict: attempt %d of %d lost a worker process '
-                     '(%s); restarting the job', attempt, attempts, err)
-        write.remove_leftovers(job.paths)
-    with _deferred_signals():
-      write.commit(job.paths)
-      _state.committed = True
-  finally:
-    with _deferred_signals():
-      write.remove_leftovers(job.paths)
-  with FileSystems.open(job.paths.summary) as f:
-    summary = json.loads(f.read().decode('utf-8'))
-  summary['max_error_ratio'] = job.max_error_ratio
-  _check_committed(job, summary)
-  return summary
-
-
-def worker_lost(err: BaseException) -> bool:
-  """Whether a job failed because a local worker process died: FnApiRunner
-  then sees the worker's data channel close (a real error inside a worker
-  comes back as that worker's traceback instead)."""
-  while err is not None:
-    if isinstance(err, RuntimeError) and \
-        'Channel closed prematurely' in str(err):
-      return True
-    err = err.__cause__ or err.__context__
-  return False
-
-
-def _check_committed(job, summary: dict) -> None:
-  """The files in place are the ones counted: the same sizes."""
-  for path, key in ((job.paths.result, 'result_bytes'),
-                    (job.paths.errors, 'error_bytes')):
-    size = write.file_size(path)
-    if size != summary.get(key):
-      _LOG.error('ev-predict: %s holds %d bytes, %s were written', path, size,
-                 summary.get(key))
-      summary['accounting_ok'] = False
-
-
-def _restarts(options: PipelineOptions) -> int:
-  """Job restarts we own: only local worker processes can die on their own
-  while the launcher lives (one process dies whole; a cluster restarts its
-  own tasks)."""
-  direct = options.view_as(DirectOptions)
-  if (options.view_as(StandardOptions).runner in _DIRECT and
-      direct.direct_running_mode == 'multi_processing'):
-    return max(0, options.view_as(EvPredictOptions).max_restarts)
-  return 0
-
-
-class _State:
-  """What a signal handler needs: the running job and whether a commit (or
-  clean-up) must finish before the process may go."""
-  job = None
-  committed = False
-  critical = 0
-  pending: Optional[int] = None
-
-
-_state = _State()
-
-
-@contextlib.contextmanager
-def _deferred_signals():
-  _state.critical += 1
-  try:
-    yield
-  finally:
-    _state.critical -= 1
-  if not _state.critical and _state.pending:
-    _interrupted(_state.pending)
-
-
-def _on_signal(signum, _frame) -> None:
-  if _state.critical:
-    _state.pending = signum
-    return
-  _interrupted(signum)
-
-
-def _interrupted(signum: int) -> None:
-  """Stops the workers, removes this run's shards and staged files, says
-  so in one line and exits 128 + signum, without Beam's tracebacks."""
-  for sig in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(sig, signal.SIG_IGN)
-  # Beam's threads report the workers we stop with tracebacks: not news.
-  threading.excepthook = lambda _args: None
-  logging.disable(logging.CRITICAL)
-  stop_workers()
-  if _state.job is not None:
-    write.remove_leftovers(_state.job.paths)
-  name = signal.Signals(signum).name
-  state = ('results were committed before it' if _state.committed else
-           'earlier output files left as they were')
-  sys.stderr.write(f'ev-predict: interrupted by {name}; {state}\n')
-  sys.stderr.flush()
-  os._exit(128 + signum)  # pylint: disable=protected-access
-
-
-def process_table() -> Dict[int, Tuple[int, bytes]]:
-  """{pid: (ppid, cmdline bytes)} of every process that can be read."""
-  table = {}
-  for pid in filter(str.isdigit, os.listdir('/proc')):
-    try:
-      with open(f'/proc/{pid}/stat', 'rb') as f:
-        ppid = int(f.read().rsplit(b')', 1)[1].split()[1])
-      with open(f'/proc/{pid}/cmdline', 'rb') as f:
-        cmd = f.read()
-    except (OSError, ValueError, IndexError):
-      continue
-    table[int(pid)] = (ppid, cmd)
-  return table
-
-
-def stop_workers() -> List[int]:
-  """SIGKILLs this process's local SDK worker processes (and their shell)."""
-  table = process_table()
-  ours, frontier = set(), {os.getpid()}
-  while frontier:
-    frontier = {p for p, (pp, _) in table.items()
-                if pp in frontier and p not in ours}
-    ours |= frontier
-  killed = [p for p in ours if b'sdk_worker_main' in table[p][1]]
-  for pid in killed:
-    try:
-      os.kill(pid, signal.SIGKILL)
-    except OSError:
-      pass
-  return killed
-
-
-def job_error(e: BaseException) -> str:
-  """One line for an error: a worker's error arrives as a RuntimeError
-  holding its whole traceback, whose last line names the cause."""
-  lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-  if len(lines) > 1:
-    return lines[-1]
-  return f'{type(e).__name__}: {lines[0] if lines else ""}'.rstrip(': ')
-
-
-def print_summary(summary: dict, stream=sys.stderr) -> None:
-  kinds = ', '.join(f'{k} {v}' for k, v in summary['failed_by_kind'].items())
-  attempts = summary.get('attempts', 1)
-  restarted = (f'; {attempts} attempts (a worker process was lost)'
-               if attempts > 1 else '')
-  stream.write(
-      f'ev-predict: {summary["lines_read"]} lines read, '
-      f'{summary["succeeded"]} succeeded, {summary["failed"]} failed'
-      f'{" (" + kinds + ")" if kinds else ""}; '
-      f'{summary["images_per_second"]} images/s, '
-      f'{summary["wall_seconds"]} s wall; backend '
-      f'{", ".join(summary.get("backends") or {}) or "none"}'
-      f'{restarted}\n'
-      f'ev-predict: results {summary["result_file"]}, '
-      f'errors {summary["error_file"]}\n')
+from ev_predict.pipeline import launcher, submit
+from ev_predict.pipeline.options import PARAMETERS
+# The launcher's API, which tests, bench/ and scripts call as cli.run(...).
+from ev_predict.pipeline.launcher import (  # pylint: disable=unused-import
+    UsageError, make_options, run)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
-  if argv and argv[0] == 'submit':  # a job from a template: pipeline/submit.py
-    from ev_predict.pipeline import submit  # pylint: disable=import-outside-toplevel
+  if argv[:1] == ['submit']:
+    # A job from a template: submit sets the environment for the command
+    # line it resolves.
     return submit.main(argv[1:])
+  launcher.quiet_runtime_logs(argv)
   if not argv or argv[0] in ('-h', '--help', 'help'):
     _print_help()
     return 0 if argv else 2
-  redact.install()
-  logging.basicConfig(level=logging.ERROR, stream=sys.stderr,
-                      format='%(message)s')
-  _LOG.setLevel(logging.INFO)
-  previous = {sig: signal.signal(sig, _on_signal)
-              for sig in (signal.SIGINT, signal.SIGTERM)}
-  try:
-    summary = run(argv)
-  except UsageError as e:
-    sys.stderr.write(f'ev-predict: error: {e}\n')
-    return 2
-  except Exception as e:  # pylint: disable=broad-except
-    # The one line below is the report; the traceback is for -v/debugging.
-    _LOG.debug('ev-predict: job failed', exc_info=True)
-    sys.stderr.write(f'ev-predict: job failed: {job_error(e)}\n')
-    return 3
-  finally:
-    for sig, handler in previous.items():
-      signal.signal(sig, handler)
-  print_summary(summary)
-  if not summary['accounting_ok']:
-    sys.stderr.write('ev-predict: error: records do not match input lines\n')
-    return 1
-  if summary['error_ratio'] > summary['max_error_ratio']:
-    sys.stderr.write(
-        f'ev-predict: error: {summary["error_ratio"]:.2%} of lines failed, '
-        f'above -Dmax_error_ratio={summary["max_error_ratio"]}\n')
-    return 1
-  return 0
+  return launcher.launch(argv)
 
 
 def _print_help() -> None:
-  from ev_predict.pipeline.options import PARAMETERS  # pylint: disable=import-outside-toplevel
   lines = ['usage: ev-predict -Dkey=value ... [--beam_flag=value ...]',
            '       ev-predict pai -name ev_predict_ext -Dkey=value ...',
-           '       ev-predict submit --template FILE -Dkey=value ... '
+           '       ev-predict submit --template NAME|FILE -Dkey=value ... '
            '[--set NAME=value] [--dry-run]', '',
            'parameters:']
   for name, (_, default, text) in PARAMETERS.items():

@@ -112,8 +112,11 @@ def _unknown(name: str) -> UsageError:
                     ', '.join(PARAMETERS))
 
 
-def parse_command_line(argv: List[str]) -> Tuple[Dict[str, str], List[str]]:
-  """argv -> (PAI parameters as strings, remaining Beam flags)."""
+def parse_command_line(argv: List[str], errors: Optional[List[str]] = None
+                       ) -> Tuple[Dict[str, str], List[str]]:
+  """argv -> (PAI parameters as strings, remaining Beam flags). A problem
+  raises UsageError; given a list, errors collects every problem instead and
+  values are left unchecked (submit checks them with the template's)."""
   args = list(argv)
   if len(args) == 1 and args[0].lstrip().startswith('pai '):
     args = shlex.split(args[0])  # a whole pasted command as one argument
@@ -121,6 +124,16 @@ def parse_command_line(argv: List[str]) -> Tuple[Dict[str, str], List[str]]:
     args = args[1:]
   params: Dict[str, str] = {}
   beam_args: List[str] = []
+
+  def problem(error: UsageError) -> None:
+    if errors is None:
+      raise error
+    errors.append(str(error))
+
+  def store(key: str, value: str) -> None:
+    value = _unquote(value)
+    params[key] = value if errors is not None else _checked(key, value)
+
   i = 0
   while i < len(args):
     arg = args[i].strip()
@@ -129,26 +142,30 @@ def parse_command_line(argv: List[str]) -> Tuple[Dict[str, str], List[str]]:
       continue
     if arg == '-name':
       if i >= len(args) or _unquote(args[i]) != _PAI_PROGRAM:
-        raise UsageError(f'-name must be {_PAI_PROGRAM}')
+        problem(UsageError(f'-name must be {_PAI_PROGRAM}'))
       i += 1
       continue
     if arg.startswith('-D'):
       key, sep, value = arg[2:].partition('=')
       if not sep or not key:
-        raise UsageError(f'malformed parameter {arg!r}; use -Dkey=value')
-      if key not in PARAMETERS:
-        raise _unknown(key)
-      params[key] = _checked(key, _unquote(value))
+        problem(UsageError(f'malformed parameter {arg!r}; use -Dkey=value'))
+      elif key not in PARAMETERS:
+        # Among other problems, the list of every parameter would bury them.
+        problem(_unknown(key) if errors is None else
+                UsageError(unknown_parameter(key)))
+      else:
+        store(key, value)
       continue
     if arg.startswith('--'):
       key, sep, value = arg[2:].partition('=')
       if key in PARAMETERS:
         if not sep:
           if i >= len(args):
-            raise UsageError(f'--{key} needs a value')
+            problem(UsageError(f'--{key} needs a value'))
+            continue
           value = args[i]
           i += 1
-        params[key] = _checked(key, _unquote(value))
+        store(key, value)
       else:
         beam_args.append(arg)
         # A Beam flag's separate value ("--runner FlinkRunner").
@@ -156,8 +173,8 @@ def parse_command_line(argv: List[str]) -> Tuple[Dict[str, str], List[str]]:
           beam_args.append(args[i])
           i += 1
       continue
-    raise UsageError(f'unexpected argument {arg!r}; parameters look like '
-                     '-Dkey=value')
+    problem(UsageError(f'unexpected argument {arg!r}; parameters look like '
+                       '-Dkey=value'))
   return params, beam_args
 
 

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests import models
+from ev_predict.pipeline import launcher
+
+# What `ev-predict` sets first thing, here for the jobs tests run in this
+# process and the worker processes those start: before TensorFlow loads.
+launcher.quiet_runtime_logs([])
+
+from tests import models  # pylint: disable=wrong-import-position
 
 
 @pytest.fixture(scope='session')

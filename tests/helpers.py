@@ -2,7 +2,7 @@
 import json
 import os
 
-from ev_predict.pipeline import cli
+from ev_predict.pipeline import launcher
 
 
 def split_output_line(line: bytes):
@@ -31,7 +31,7 @@ def run_job(tmp_path, lines, model_path, name='job', raw=None, **params):
   argv = [f'-Dmodel_path={model_path}', f'-Dinput_oss_file={listing}',
           f'-Doutput_oss_file={out}', '-Dmax_error_ratio=1']
   argv += [f'-D{k}={v}' for k, v in params.items()]
-  summary = cli.run(argv)
+  summary = launcher.run(argv)
   results = read_lines(out)
   errors = read_lines(str(out) + '.errors')
   leftovers = [n for n in os.listdir(out.parent) if '.tmp-' in n or
@@ -53,4 +53,4 @@ def assert_each_line_once(out, lines, summary, error_kinds):
 
 
 # The launcher's own /proc table (it stops its workers from it).
-process_table = cli.process_table
+process_table = launcher.process_table

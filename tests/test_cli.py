@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from ev_predict.pipeline import cli
+from ev_predict.pipeline import launcher
 from ev_predict.pipeline.options import (EvPredictOptions, UsageError,
-                              parse_command_line)
+                                         parse_command_line)
 from tests.conftest import write_image
 from tests.helpers import read_lines, split_output_line
 
@@ -38,7 +38,7 @@ def test_beam_flags_pass_through():
       ['-Dmodel_path=m', '--runner', 'FlinkRunner', '--job_name=x'])
   assert params == {'model_path': 'm'}
   assert beam_args == ['--runner', 'FlinkRunner', '--job_name=x']
-  options = cli.make_options(['-Dmodel_path=m', '--job_name=x',
+  options = launcher.make_options(['-Dmodel_path=m', '--job_name=x',
                               '-Dnum_worker=2'])
   o = options.view_as(EvPredictOptions)
   assert (o.model_path, o.num_worker, o.batch_size) == ('m', 2, None)
@@ -46,14 +46,14 @@ def test_beam_flags_pass_through():
 
 
 def test_runner_specific_defaults():
-  flink = cli.make_options(['-Dmodel_path=m', '-Dnum_worker=3',
+  flink = launcher.make_options(['-Dmodel_path=m', '-Dnum_worker=3',
                             '--runner=FlinkRunner']).get_all_options()
   assert flink['parallelism'] == 3
-  spark = cli.make_options(['-Dmodel_path=m', '--runner=SparkRunner'])
+  spark = launcher.make_options(['-Dmodel_path=m', '--runner=SparkRunner'])
   # One SDK worker per Spark executor for the job, not one per task...
   assert spark.get_all_options()['environment_cache_millis'] == 60000
   # ... unless the user says otherwise.
-  mine = cli.make_options(['-Dmodel_path=m', '--runner=SparkRunner',
+  mine = launcher.make_options(['-Dmodel_path=m', '--runner=SparkRunner',
                            '--environment_cache_millis=5'])
   assert int(mine.get_all_options()['environment_cache_millis']) == 5
 
@@ -68,7 +68,7 @@ def test_runner_specific_defaults():
 ])
 def test_bad_parameters_are_usage_errors(argv, needle):
   with pytest.raises(UsageError, match=needle):
-    cli.make_options(argv)
+    launcher.make_options(argv)
 
 
 def _run_cli(args, cwd=REPO):
@@ -141,9 +141,9 @@ def test_direct_runner_never_tries_prism():
   """Beam's DirectRunner downloads Prism first; offline that must not
   happen, so the default runner is the FnApiRunner itself."""
   from apache_beam.runners.portability.fn_api_runner import fn_runner
-  runner = cli.make_runner(cli.make_options(['-Dmodel_path=m']))
+  runner = launcher.make_runner(launcher.make_options(['-Dmodel_path=m']))
   assert isinstance(runner, fn_runner.FnApiRunner)
-  assert cli.make_runner(cli.make_options(
+  assert launcher.make_runner(launcher.make_options(
       ['-Dmodel_path=m', '--runner=FlinkRunner'])) is None
 
 
@@ -154,7 +154,7 @@ def test_gpu_required_becomes_accelerator_hint(tmp_path, model_dirs):
   listing.write_text('x.jpg\n')
   argv = [f'-Dmodel_path={model_dirs["uint8"]}', f'-Dinput_oss_file={listing}',
           f'-Doutput_oss_file={tmp_path / "o.txt"}', '-DgpuRequired=150']
-  options = cli.make_options(argv)
+  options = launcher.make_options(argv)
   p = beam.Pipeline(options=options)
   graph.build_pipeline(p, options)
   components = p.to_runner_api().components
@@ -165,5 +165,5 @@ def test_gpu_required_becomes_accelerator_hint(tmp_path, model_dirs):
   assert hints and all(
       h['beam:resources:accelerator:v1'] ==
       b'type:nvidia-tesla-t4;count:2;install-nvidia-driver' for h in hints)
-  job = graph.plan(cli.make_options(argv[:-1]))
+  job = graph.plan(launcher.make_options(argv[:-1]))
   assert job.accelerator is None

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from ev_predict.pipeline import cli, submit
+from ev_predict.pipeline import cli, launcher, submit, template
 from tests.conftest import write_image
 from tests.helpers import read_lines, split_output_line
 from tests.models import LABELS
@@ -84,7 +84,7 @@ def test_local_dry_run_output(capsys):
       "  direct_num_workers: 2\n"
       "  direct_running_mode: multi_processing\n"
       "  default_sdk_harness_log_level: WARN\n"
-      '  beam_plugins: ["ev_predict.transforms.ossfs.OssFileSystem"]\n')
+      f'  beam_plugins: ["{launcher.OSS_FILESYSTEM}"]\n')
   # The printed line is a command line that parses back to the same argv.
   argv = shlex.split(out.splitlines()[0])[1:]
   assert argv == _resolve(['--template', _template('local.yaml'), *_JOB,
@@ -347,3 +347,59 @@ def test_real_submission_of_the_local_template(capsys, tmp_path, model_dirs):
   errors = [split_output_line(l) for l in read_lines(f'{out}.errors')]
   assert [(k.decode(), r['error']) for k, r in errors] == [
       (str(tmp_path / 'gone.png'), 'not_found')]
+
+
+def test_bundled_templates_by_name(capsys, tmp_path, monkeypatch):
+  """--template local is the packaged templates/local.yaml, from any
+  directory; a file of that name there wins; an unknown name lists them."""
+  assert template.bundled() == ['dataflow', 'flink', 'local', 'spark']
+  by_path = _resolve(['--template', _template('local.yaml'), *_JOB])
+  monkeypatch.chdir(tmp_path)
+  by_name = _resolve(['--template', 'local', *_JOB])
+  assert (by_name.params, by_name.beam_args) == (by_path.params,
+                                                by_path.beam_args)
+  assert by_name.template == 'local'
+  code, out, err = _submit(capsys, ['--template', 'flink', *_JOB,
+                                    '--dry-run'])
+  assert code == 0, err
+  assert f'--flink_job_server_jar={REPO}/build/flink/' in out
+  (tmp_path / 'local').write_text('beam_options:\n  runner: FlinkRunner\n')
+  assert _resolve(['--template', 'local', *_JOB]).beam_args == [
+      '--runner=FlinkRunner']
+  code, _, err = _submit(capsys, ['--template', 'locl', *_JOB])
+  assert code == 2
+  assert _error(err) == (
+      'ev-predict: error: cannot read template locl: No such file or '
+      'directory (bundled templates: dataflow, flink, local, spark)')
+
+
+def test_ev_predict_root_outside_a_checkout(tmp_path, monkeypatch):
+  """From a checkout EV_PREDICT_ROOT is the repository; installed (no
+  setup.py beside the package folders) it is the current directory."""
+  assert template.repository_root() == REPO
+  monkeypatch.setattr(template, '_CHECKOUT', str(tmp_path / 'site-packages'))
+  monkeypatch.chdir(tmp_path)
+  resolved = _resolve(['--template', 'spark', *_JOB])
+  assert (f'--spark_job_server_jar={tmp_path}/build/spark/'
+          in resolved.beam_args[3])
+
+
+def test_submit_reads_parameters_as_ev_predict_does():
+  """The same tokenizer as `ev-predict` (options.parse_command_line), with
+  every problem kept for the one message; submit's own options around it."""
+  req = submit.parse_args([
+      '--templat', 'local', '--dry_run', '-Dmodel_pth=m', '-Dnum_worker',
+      '--input_oss_file', "'in.txt';", '-Dnum_worker=two', 'stray',
+      '--runner', 'DirectRunner', '--set', 'X=1', '--set=bad', '--dry-run'])
+  assert req.errors == [
+      'unknown option --templat (did you mean --template?)',
+      'unknown option --dry_run (did you mean --dry-run?)',
+      "--set 'bad': use --set NAME=value",
+      'unknown parameter -Dmodel_pth (did you mean model_path?)',
+      "malformed parameter '-Dnum_worker'; use -Dkey=value",
+      "unexpected argument 'stray'; parameters look like -Dkey=value",
+      '--template FILE is required']
+  # Values are checked with the template's, by resolve().
+  assert req.params == {'input_oss_file': 'in.txt', 'num_worker': 'two'}
+  assert req.beam_args == ['--runner', 'DirectRunner']
+  assert (req.sets, req.dry_run, req.template) == ({'X': '1'}, True, None)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ev_predict.pipeline import cli
+from ev_predict.pipeline import launcher
 from tests.conftest import write_image
 from tests.helpers import assert_each_line_once, process_table, run_job
 
@@ -63,7 +63,7 @@ def _run_killing_one_worker(argv, http_server):
 
   def job():
     try:
-      outcome['summary'] = cli.run(argv)
+      outcome['summary'] = launcher.run(argv)
     except BaseException as err:  # pylint: disable=broad-except
       outcome['error'] = err
 

@@ -1,0 +1,354 @@
+"""Launching a job: the one path from an ev-predict argv to a committed
+result, shared by the command line (pipeline/cli.py) and by template
+submission (pipeline/submit.py).
+
+    quiet_runtime_logs(argv)   the process environment; call it before
+                               anything imports TensorFlow
+    make_options(argv)         -D parameters and Beam flags -> PipelineOptions
+    make_runner(options)       the runner object (None: Beam resolves it)
+    run(argv)                  plan, run (restarting on a lost local worker),
+                               commit; returns the job's summary
+    launch(argv)               run() as a command: one-line errors, signals,
+                               the summary line and the exit code
+
+Importing this module sets nothing and imports Beam but not TensorFlow
+(TensorFlow is imported when a job reads its model).
+"""
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Dict, List, Mapping, MutableMapping, Optional, Tuple
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import (DirectOptions,
+                                                  FlinkRunnerOptions,
+                                                  PipelineOptions,
+                                                  PortableOptions,
+                                                  StandardOptions,
+                                                  WorkerOptions)
+
+from ev_predict.pipeline import graph
+from ev_predict.pipeline.options import (EvPredictOptions, UsageError,
+                                         check_beam_flags, parse_command_line,
+                                         to_flags)
+from ev_predict.transforms import redact, write
+
+__all__ = ['OSS_FILESYSTEM', 'UsageError', 'job_error', 'launch',
+           'make_options', 'make_runner', 'print_summary', 'process_table',
+           'quiet_runtime_logs', 'run', 'stop_workers', 'worker_lost']
+
+# The OSS file system's class, which Beam imports in every worker process
+# before it reads a path (--beam_plugins).
+OSS_FILESYSTEM = 'ev_predict.transforms.ossfs.OssFileSystem'
+
+_LOG = logging.getLogger('ev_predict')
+_DIRECT = (None, 'DirectRunner', 'directrunner')
+# Runners that take --parallelism (FlinkRunnerOptions): -Dnum_worker sets it.
+_PARALLEL = ('flinkrunner', 'portablerunner')
+
+
+# ------------------------------------------------------------ environment
+
+
+def quiet_runtime_logs(argv: List[str],
+                       environ: Optional[MutableMapping[str, str]] = None
+                       ) -> None:
+  """TensorFlow's C++ start-up chatter (and a CUDA probe when no GPU was
+  asked for) would bury the lines a user needs. Must run before TensorFlow
+  is imported; local worker processes inherit it. A user's own settings
+  win."""
+  environ = os.environ if environ is None else environ
+  environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  if not any('gpuRequired' in a and not a.rstrip(';"\'').endswith('=0')
+             for a in argv):
+    environ.setdefault('CUDA_VISIBLE_DEVICES', '')
+
+
+# ------------------------------------------------------------ options, runner
+
+
+def make_options(argv: List[str]) -> PipelineOptions:
+  params, beam_args = parse_command_line(argv)
+  check_beam_flags(beam_args)
+  options = PipelineOptions(to_flags(params) + beam_args +
+                            [f'--beam_plugins={OSS_FILESYSTEM}'])
+  o = options.view_as(EvPredictOptions)
+  runner = options.view_as(StandardOptions).runner
+  if runner in _DIRECT and o.num_worker > 1:
+    direct = options.view_as(DirectOptions)
+    direct.direct_num_workers = o.num_worker
+    direct.direct_running_mode = 'multi_processing'
+  elif runner and runner.rsplit('.', 1)[-1].lower() in _PARALLEL:
+    flink = options.view_as(FlinkRunnerOptions)
+    if flink.parallelism < 1:  # an explicit --parallelism wins
+      flink.parallelism = o.num_worker
+  elif runner and runner.rsplit('.', 1)[-1].lower() == 'sparkrunner':
+    portable = options.view_as(PortableOptions)
+    if not portable.environment_cache_millis:
+      # Beam's default (0) gives every Spark task a fresh SDK worker that
+      # imports TensorFlow and loads the model again (measured: 149 s vs 48 s
+      # for the demo list); keep one per executor for the job.
+      portable.environment_cache_millis = 60000
+  harness = options.view_as(WorkerOptions)
+  if not harness.default_sdk_harness_log_level:
+    # Worker processes otherwise log every gRPC channel at INFO. 'WARN', not
+    # 'WARNING': Beam's Java runners (Flink) parse this option as their
+    # LogLevel enum, which has no WARNING; Python reads either.
+    harness.default_sdk_harness_log_level = 'WARN'
+  return options
+
+
+def make_runner(options: PipelineOptions):
+  """Beam's DirectRunner first tries Prism, which it downloads: on an offline
+  machine that stalls. Use the FnApiRunner it would fall back to, directly."""
+  name = options.view_as(StandardOptions).runner
+  if name not in _DIRECT:
+    return None  # Beam resolves the named runner
+  # pylint: disable=import-outside-toplevel
+  from apache_beam.portability.api import beam_provision_api_pb2
+  from apache_beam.runners.portability.fn_api_runner import fn_runner
+  from apache_beam.runners.portability.portable_runner import JobServiceHandle
+  encoded = JobServiceHandle.encode_pipeline_options(
+      options.get_all_options())
+  return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+      beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+
+
+# ------------------------------------------------------------ running
+
+
+def run(argv: List[str]) -> dict:
+  """Runs a job to completion and returns its summary (raises on failure)."""
+  redact.install()   # before any library logs a signed request
+  options = make_options(argv)
+  job = graph.plan(options)
+  _state.job, _state.committed = job, False
+  _LOG.info('ev-predict: run %s, model input %s %sx%s, %d worker(s) x %d '
+            'core(s)', job.run_id, job.spec.input_kind, job.spec.width,
+            job.spec.height, job.workers, job.cores_per_worker)
+  write.remove_stale_runs(job.paths)
+  try:
+    _run_attempts(options, job)
+    with _deferred_signals():
+      write.commit(job.paths)
+      _state.committed = True
+  finally:
+    with _deferred_signals():
+      write.remove_leftovers(job.paths)
+  return _read_summary(job)
+
+
+def _run_attempts(options: PipelineOptions, job) -> None:
+  attempts = 1 + _restarts(options)
+  for attempt in range(1, attempts + 1):
+    write.write_marker(job.paths, job.launcher)
+    try:
+      with beam.Pipeline(runner=make_runner(options), options=options) as p:
+        graph.build_pipeline(p, options, job, attempt)
+      return
+    except Exception as err:  # pylint: disable=broad-except
+      if attempt == attempts or not worker_lost(err):
+        raise
+      # Nothing of that attempt reached the output, so running it again
+      # gives every line exactly once.
+      _LOG.warning('ev-predict: attempt %d of %d lost a worker process '
+                   '(%s); restarting the job', attempt, attempts, err)
+      write.remove_leftovers(job.paths)
+
+
+def worker_lost(err: BaseException) -> bool:
+  """Whether a job failed because a local worker process died: FnApiRunner
+  then sees the worker's data channel close (a real error inside a worker
+  comes back as that worker's traceback instead)."""
+  while err is not None:
+    if isinstance(err, RuntimeError) and \
+        'Channel closed prematurely' in str(err):
+      return True
+    err = err.__cause__ or err.__context__
+  return False
+
+
+def _restarts(options: PipelineOptions) -> int:
+  """Job restarts we own: only local worker processes can die on their own
+  while the launcher lives (one process dies whole; a cluster restarts its
+  own tasks)."""
+  direct = options.view_as(DirectOptions)
+  if (options.view_as(StandardOptions).runner in _DIRECT and
+      direct.direct_running_mode == 'multi_processing'):
+    return max(0, options.view_as(EvPredictOptions).max_restarts)
+  return 0
+
+
+def _read_summary(job) -> dict:
+  with FileSystems.open(job.paths.summary) as f:
+    summary = json.loads(f.read().decode('utf-8'))
+  summary['max_error_ratio'] = job.max_error_ratio
+  # The files in place are the ones counted: the same sizes.
+  for path, key in ((job.paths.result, 'result_bytes'),
+                    (job.paths.errors, 'error_bytes')):
+    size = write.file_size(path)
+    if size != summary.get(key):
+      _LOG.error('ev-predict: %s holds %d bytes, %s were written', path, size,
+                 summary.get(key))
+      summary['accounting_ok'] = False
+  return summary
+
+
+# ------------------------------------------------------------ signals, cleanup
+
+
+class _State:
+  """What a signal handler needs: the running job and whether a commit (or
+  clean-up) must finish before the process may go."""
+  job = None
+  committed = False
+  critical = 0
+  pending: Optional[int] = None
+
+
+_state = _State()
+
+
+@contextlib.contextmanager
+def _deferred_signals():
+  _state.critical += 1
+  try:
+    yield
+  finally:
+    _state.critical -= 1
+  if not _state.critical and _state.pending:
+    _interrupted(_state.pending)
+
+
+@contextlib.contextmanager
+def _handling_signals():
+  previous = {sig: signal.signal(sig, _on_signal)
+              for sig in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    yield
+  finally:
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
+
+
+def _on_signal(signum, _frame) -> None:
+  if _state.critical:
+    _state.pending = signum
+    return
+  _interrupted(signum)
+
+
+def _interrupted(signum: int) -> None:
+  """Stops the workers, removes this run's shards and staged files, says
+  so in one line and exits 128 + signum, without Beam's tracebacks."""
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, signal.SIG_IGN)
+  # Beam's threads report the workers we stop with tracebacks: not news.
+  threading.excepthook = lambda _args: None
+  logging.disable(logging.CRITICAL)
+  stop_workers()
+  if _state.job is not None:
+    write.remove_leftovers(_state.job.paths)
+  name = signal.Signals(signum).name
+  state = ('results were committed before it' if _state.committed else
+           'earlier output files left as they were')
+  sys.stderr.write(f'ev-predict: interrupted by {name}; {state}\n')
+  sys.stderr.flush()
+  os._exit(128 + signum)  # pylint: disable=protected-access
+
+
+def process_table() -> Dict[int, Tuple[int, bytes]]:
+  """{pid: (ppid, cmdline bytes)} of every process that can be read."""
+  table = {}
+  for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+      with open(f'/proc/{pid}/stat', 'rb') as f:
+        ppid = int(f.read().rsplit(b')', 1)[1].split()[1])
+      with open(f'/proc/{pid}/cmdline', 'rb') as f:
+        cmd = f.read()
+    except (OSError, ValueError, IndexError):
+      continue
+    table[int(pid)] = (ppid, cmd)
+  return table
+
+
+def stop_workers() -> List[int]:
+  """SIGKILLs this process's local SDK worker processes (and their shell)."""
+  table = process_table()
+  ours, frontier = set(), {os.getpid()}
+  while frontier:
+    frontier = {p for p, (pp, _) in table.items()
+                if pp in frontier and p not in ours}
+    ours |= frontier
+  killed = [p for p in ours if b'sdk_worker_main' in table[p][1]]
+  for pid in killed:
+    try:
+      os.kill(pid, signal.SIGKILL)
+    except OSError:
+      pass
+  return killed
+
+
+# ------------------------------------------------------------ the command
+
+
+def launch(argv: List[str]) -> int:
+  """Runs a job as a command: exit code 0, 1 (records do not add up, or too
+  many failed), 2 (usage: nothing ran), 3 (the job failed), 128 + signal."""
+  redact.install()
+  logging.basicConfig(level=logging.ERROR, stream=sys.stderr,
+                      format='%(message)s')
+  _LOG.setLevel(logging.INFO)
+  try:
+    with _handling_signals():
+      summary = run(argv)
+  except UsageError as e:
+    sys.stderr.write(f'ev-predict: error: {e}\n')
+    return 2
+  except Exception as e:  # pylint: disable=broad-except
+    # The one line below is the report; the traceback is for -v/debugging.
+    _LOG.debug('ev-predict: job failed', exc_info=True)
+    sys.stderr.write(f'ev-predict: job failed: {job_error(e)}\n')
+    return 3
+  print_summary(summary)
+  if not summary['accounting_ok']:
+    sys.stderr.write('ev-predict: error: records do not match input lines\n')
+    return 1
+  if summary['error_ratio'] > summary['max_error_ratio']:
+    sys.stderr.write(
+        f'ev-predict: error: {summary["error_ratio"]:.2%} of lines failed, '
+        f'above -Dmax_error_ratio={summary["max_error_ratio"]}\n')
+    return 1
+  return 0
+
+
+def job_error(e: BaseException) -> str:
+  """One line for an error: a worker's error arrives as a RuntimeError
+  holding its whole traceback, whose last line names the cause."""
+  lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+  if len(lines) > 1:
+    return lines[-1]
+  return f'{type(e).__name__}: {lines[0] if lines else ""}'.rstrip(': ')
+
+
+def print_summary(summary: Mapping, stream=None) -> None:
+  stream = sys.stderr if stream is None else stream
+  kinds = ', '.join(f'{k} {v}' for k, v in summary['failed_by_kind'].items())
+  attempts = summary.get('attempts', 1)
+  restarted = (f'; {attempts} attempts (a worker process was lost)'
+               if attempts > 1 else '')
+  stream.write(
+      f'ev-predict: {summary["lines_read"]} lines read, '
+      f'{summary["succeeded"]} succeeded, {summary["failed"]} failed'
+      f'{" (" + kinds + ")" if kinds else ""}; '
+      f'{summary["images_per_second"]} images/s, '
+      f'{summary["wall_seconds"]} s wall; backend '
+      f'{", ".join(summary.get("backends") or {}) or "none"}'
+      f'{restarted}\n'
+      f'ev-predict: results {summary["result_file"]}, '
+      f'errors {summary["error_file"]}\n')

@@ -314,15 +314,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _print_help() -> None:
-  from ev_predict.pipeline.options import PARAMETERS  # pylint: disable=import-outside-toplevel
+  from ev_predict.pipeline.parameters import help_text  # pylint: disable=import-outside-toplevel
   lines = ['usage: ev-predict -Dkey=value ... [--beam_flag=value ...]',
            '       ev-predict pai -name ev_predict_ext -Dkey=value ...',
            '       ev-predict submit --template FILE -Dkey=value ... '
            '[--set NAME=value] [--dry-run]', '',
-           'parameters:']
-  for name, (_, default, text) in PARAMETERS.items():
-    extra = f' [default: {default}]' if default not in (None, '') else ''
-    lines.append(f'  -D{name:<18} {text}{extra}')
+           'parameters:', help_text()]
   sys.stdout.write('\n'.join(lines) + '\n')
 
 

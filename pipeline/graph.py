@@ -60,11 +60,10 @@ class JobPlan:
 
 def _given(options) -> Dict[str, str]:
   """The job's parameters as strings, as a user would have written them."""
-  views = {False: options.view_as(EvPredictOptions),
-           True: options.view_as(OssOptions)}
+  o, oss = options.view_as(EvPredictOptions), options.view_as(OssOptions)
   params = {}
   for p in parameters.TABLE:
-    value = getattr(views[p.group == 'oss'], p.name)
+    value = getattr(oss if p.group == 'oss' else o, p.name)
     if value is not None:
       params[p.name] = str(value)
   return params
@@ -119,15 +118,8 @@ def plan(options: EvPredictOptions) -> JobPlan:
   v, errors = _validated(_given(options))
   if errors:
     raise UsageError('; '.join(errors))
-  _check_readable(v.input_oss_file, 'input_oss_file')
   run_id = time.strftime('%Y%m%d-%H%M%S') + '-' + uuid.uuid4().hex[:8]
-  _check_scheme(v.model_path, 'model_path')
-  paths = OutputPaths.for_run(
-      local_spelling(v.output_oss_file, 'output_oss_file'),
-      local_spelling(v.error_oss_file, 'error_oss_file'), run_id)
-  check_output_paths(v.input_oss_file, v.model_path, paths)
-  for path in paths.targets:
-    _check_writable(path)
+  paths = _checked_paths(v, run_id)
   spec, labels = _inspect_model(v)
   cores = os.cpu_count() or 1
   per_worker = max(1, v.cpuRequired // 100) if v.cpuRequired else \
@@ -161,6 +153,20 @@ def plan(options: EvPredictOptions) -> JobPlan:
       pool_nice=BACKGROUND_NICE if v.decode_priority == 'low' else 0,
       launcher=launcher_identity(),
   )
+
+
+def _checked_paths(v, run_id: str) -> OutputPaths:
+  """The job's files, each checked before any work: the list readable,
+  the model's scheme known, the outputs the job's own to replace."""
+  _check_readable(v.input_oss_file, 'input_oss_file')
+  _check_scheme(v.model_path, 'model_path')
+  paths = OutputPaths.for_run(
+      local_spelling(v.output_oss_file, 'output_oss_file'),
+      local_spelling(v.error_oss_file, 'error_oss_file'), run_id)
+  check_output_paths(v.input_oss_file, v.model_path, paths)
+  for path in paths.targets:
+    _check_writable(path)
+  return paths
 
 
 def _inspect_model(v):

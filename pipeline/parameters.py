@@ -112,9 +112,10 @@ class Parameter:
     return str(value)
 
   def add_to(self, parser) -> None:
-    """Declares the option on an argparse parser (a PipelineOptions'). Values
-    stay strings, as written, but numbers: Beam's own flags and the runners'
-    options see them typed."""
+    """Declares the option on an argparse parser (a PipelineOptions'). Only
+    numbers are converted there (the launcher sizes runner options from
+    them); the rest stay as written, so that a worker's options read back
+    what the user gave. The typed view of them all is parse()'s."""
     numeric = {INT: int, FLOAT: float}.get(self.kind)
     default = self.default if numeric or self.default is None \
         else self.text(self.default)
@@ -135,7 +136,10 @@ class Parameter:
 
 
 def _number(value: float) -> str:
-  return f'{value:g}' if isinstance(value, float) else str(value)
+  """30.0 as 30, but never a rounded value."""
+  if isinstance(value, float) and float(f'{value:g}') == value:
+    return f'{value:g}'
+  return repr(value) if isinstance(value, float) else str(value)
 
 
 def _size(text: str, name: str) -> Optional[Tuple[int, int]]:

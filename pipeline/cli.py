@@ -7,8 +7,7 @@ runtime environment, before anything imports TensorFlow.
 import sys
 from typing import List, Optional
 
-from ev_predict.pipeline import launcher, submit
-from ev_predict.pipeline.options import PARAMETERS
+from ev_predict.pipeline import launcher, parameters, submit
 # The launcher's API, which tests, bench/ and scripts call as cli.run(...).
 from ev_predict.pipeline.launcher import (  # pylint: disable=unused-import
     UsageError, make_options, run)
@@ -32,10 +31,7 @@ def _print_help() -> None:
            '       ev-predict pai -name ev_predict_ext -Dkey=value ...',
            '       ev-predict submit --template NAME|FILE -Dkey=value ... '
            '[--set NAME=value] [--dry-run]', '',
-           'parameters:']
-  for name, (_, default, text) in PARAMETERS.items():
-    extra = f' [default: {default}]' if default not in (None, '') else ''
-    lines.append(f'  -D{name:<18} {text}{extra}')
+           'parameters:', parameters.help_text()]
   sys.stdout.write('\n'.join(lines) + '\n')
 
 

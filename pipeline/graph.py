@@ -8,7 +8,7 @@ import stat
 import time
 import urllib.parse
 import uuid
-from typing import List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -17,10 +17,8 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms import combiners
 
-from ev_predict.pipeline.options import (OSS_PARAMETERS, PARAMETERS, EvPredictOptions,
-                              UsageError,
-                              parse_bool, parse_floats, parse_size,
-                              type_error)
+from ev_predict.pipeline import parameters
+from ev_predict.pipeline.options import EvPredictOptions, UsageError
 from ev_predict.transforms import backends, inference, modelcache, ossio, read
 from ev_predict.transforms.ossfs import OssOptions
 from ev_predict.transforms import record as rec
@@ -29,19 +27,13 @@ from ev_predict.transforms.fetch import FetchConfig, Fetcher
 from ev_predict.transforms.parallel import BACKGROUND_NICE, ThreadedMap
 from ev_predict.transforms.write import OutputPaths, WriteOutputs, launcher_identity
 
-SUPPORTED_MODEL_TYPES = ('classifier',)
-DECODE_PRIORITIES = ('low', 'normal')
-REQUIRED = ('model_path', 'input_oss_file', 'output_oss_file')
-
 
 @dataclasses.dataclass(frozen=True)
 class JobPlan:
   """Everything resolved on the launcher, so workers do no guessing."""
   run_id: str
   started_at: float
-  input_path: str
-  image_type: str
-  model_path: str
+  values: parameters.Values  # the parameters, typed; defaults filled in
   spec: inference.ModelSpec
   labels: Optional[List[str]]
   scaling: inference.PixelScaling
@@ -49,103 +41,64 @@ class JobPlan:
   paths: OutputPaths
   fetch: FetchConfig
   decode: DecodeConfig
-  workers: int
   cores_per_worker: int
-  fetch_threads: int
   decode_threads: int
-  max_error_ratio: float
-  backend: str
-  precision: str
   accelerator: Optional[str]
   pool_nice: int = 0
   # Who launched the job (write.launcher_identity()): local workers exit
   # when it is gone, a later run knows its leftovers from a live run's.
   launcher: Optional[dict] = None
 
+  @property
+  def workers(self) -> int:
+    return self.values.num_worker
 
-def _given(o: EvPredictOptions, oss: OssOptions):
+  @property
+  def max_error_ratio(self) -> float:
+    return self.values.max_error_ratio
+
+
+def _given(options) -> Dict[str, str]:
   """The job's parameters as strings, as a user would have written them."""
+  o, oss = options.view_as(EvPredictOptions), options.view_as(OssOptions)
   params = {}
-  for name in PARAMETERS:
-    value = getattr(oss if name in OSS_PARAMETERS else o, name)
+  for p in parameters.TABLE:
+    value = getattr(oss if p.group == 'oss' else o, p.name)
     if value is not None:
-      params[name] = str(value)
+      params[p.name] = str(value)
   return params
 
 
 def check_parameters(params: Mapping[str, str]) -> List[str]:
   """Every check of a job's parameters that needs no file, model or
-  network: required, types, choices, ranges, -Dbuckets. One message per
-  problem. plan() and `ev-predict submit` both use it."""
-  errors = [f'-D{name} is required' for name in REQUIRED
-            if not params.get(name)]
-  typed = {}
-  for name, value in params.items():
-    problem = type_error(name, value)
-    if problem:
-      errors.append(problem)
-    else:
-      typed[name] = PARAMETERS[name][0](value)
+  network: the table's (required, types, choices, bounds), then those
+  between parameters. One message per problem. plan() and `ev-predict
+  submit` both use it."""
+  return _validated(params)[1]
 
-  def choice(name, allowed):
-    value = params.get(name)
-    if value is not None and value not in allowed:
-      errors.append(f'-D{name} must be one of {", ".join(allowed)}, '
-                    f'not {value!r}')
 
-  if params.get('model_type', 'classifier') not in SUPPORTED_MODEL_TYPES:
-    errors.append(f'-Dmodel_type={params["model_type"]} is not supported; '
-                  f'supported: {", ".join(SUPPORTED_MODEL_TYPES)}')
-  choice('image_type', read.IMAGE_TYPES)
-  choice('backend', backends.BACKENDS)
-  choice('precision', backends.PRECISIONS)
-  choice('pixel_scale', inference.PIXEL_SCALES)
-  choice('decode_priority', DECODE_PRIORITIES)
+def _validated(params: Mapping[str, str]):
+  values, problems = parameters.parse(params)
+  return values, list(problems.values()) + _joint_problems(values, problems)
 
-  def at_least(name, low, text):
-    if name in typed and typed[name] < low:
-      errors.append(f'-D{name} {text}, not {params[name]!r}')
 
-  for name in ('num_worker', 'batch_size', 'fetch_threads', 'max_image_bytes',
-               'max_image_pixels', 'cpuRequired'):
-    at_least(name, 1, 'must be at least 1')
-  at_least('fetch_retries', 0, 'must be >= 0')
-  at_least('max_restarts', 0, 'must be >= 0')
-  if typed.get('fetch_timeout', 1) <= 0:
-    errors.append(f'-Dfetch_timeout must be > 0, not '
-                  f'{params["fetch_timeout"]!r}')
-  if not 0 <= typed.get('max_error_ratio', 0) <= 1:
-    errors.append(f'-Dmax_error_ratio must be between 0 and 1, not '
-                  f'{params["max_error_ratio"]!r}')
-
-  def parsed(func, *args):
-    try:
-      return func(*args)
-    except UsageError as e:
-      errors.append(str(e))
-      return None
-
-  for name in ('block_private_networks', 'allow_local_files', 'jpeg_draft'):
-    if name in params:
-      parsed(parse_bool, params[name], name)
-  if 'image_size' in params:
-    parsed(parse_size, params['image_size'])
-  mean = parsed(parse_floats, params.get('pixel_mean'), 'pixel_mean')
-  std = parsed(parse_floats, params.get('pixel_std'), 'pixel_std')
-  if params.get('pixel_scale') == 'mean_std' and mean is not None and \
-      std is not None and (len(mean) not in (1, 3) or len(std) not in (1, 3)
-                           or 0 in std):
+def _joint_problems(values, problems: Mapping[str, str]) -> List[str]:
+  """Checks of one parameter against others; one already refused on its own
+  is not judged again."""
+  errors = []
+  if values.pixel_scale == 'mean_std' and \
+      'pixel_mean' not in problems and 'pixel_std' not in problems and (
+          len(values.pixel_mean) not in (1, 3) or
+          len(values.pixel_std) not in (1, 3) or 0 in values.pixel_std):
     errors.append('-Dpixel_scale=mean_std needs -Dpixel_mean and '
                   '-Dpixel_std with 1 or 3 values (std non-zero)')
-
   try:
-    allow = ossio.parse_allow_list(params.get('buckets'))
+    allow = ossio.parse_allow_list(values.buckets)
   except ValueError as e:
-    errors.append(f'-Dbuckets: {e}')
-    allow = ()
+    return errors + [f'-Dbuckets: {e}']
   for name in ('model_path', 'input_oss_file', 'output_oss_file',
                'error_oss_file', 'label_map_path'):
-    path = params.get(name)
+    path = getattr(values, name)
     try:
       inside = not path or ossio.allowed(path, allow,
                                          folder=name == 'model_path')
@@ -162,84 +115,73 @@ def plan(options: EvPredictOptions) -> JobPlan:
   # The launcher reads the model and file list before a Pipeline exists (and
   # sets them): file systems must see this job's options (OSS endpoint).
   FileSystems.set_options(options)
-  o = options.view_as(EvPredictOptions)
-  oss = options.view_as(OssOptions)
-  errors = check_parameters(_given(o, oss))
+  v, errors = _validated(_given(options))
   if errors:
     raise UsageError('; '.join(errors))
-  input_path, output_path, model_path = (
-      o.input_oss_file, o.output_oss_file, o.model_path)
-  allow = ossio.parse_allow_list(oss.buckets)
-
-  _check_readable(input_path, 'input_oss_file')
   run_id = time.strftime('%Y%m%d-%H%M%S') + '-' + uuid.uuid4().hex[:8]
-  _check_scheme(model_path, 'model_path')
-  paths = OutputPaths.for_run(local_spelling(output_path, 'output_oss_file'),
-                              local_spelling(o.error_oss_file,
-                                             'error_oss_file'), run_id)
-  check_output_paths(input_path, model_path, paths)
-  for path in paths.targets:
-    _check_writable(path)
-
-  mean = parse_floats(o.pixel_mean, 'pixel_mean')
-  std = parse_floats(o.pixel_std, 'pixel_std')
-  try:
-    spec = inference.inspect_saved_model(
-        model_path, o.signature_name, parse_size(o.image_size), o.output_key)
-    labels = inference.load_labels(model_path, o.label_map_path,
-                                   spec.num_classes)
-  except inference.ModelError as e:
-    raise UsageError(str(e)) from e
-
-  if o.backend == backends.OPENVINO and spec.encoded_input:
-    raise UsageError('-Dbackend=openvino cannot run a model that takes '
-                     'encoded image bytes; use auto or tensorflow')
-
+  paths = _checked_paths(v, run_id)
+  spec, labels = _inspect_model(v)
   cores = os.cpu_count() or 1
-  workers = o.num_worker
-  per_worker = max(1, o.cpuRequired // 100) if o.cpuRequired else \
-      max(1, cores // workers)
+  per_worker = max(1, v.cpuRequired // 100) if v.cpuRequired else \
+      max(1, cores // v.num_worker)
   return JobPlan(
-      run_id=run_id,
-      started_at=time.time(),
-      input_path=input_path,
-      image_type=o.image_type,
-      model_path=model_path,
-      spec=spec,
+      run_id=run_id, started_at=time.time(), values=v, spec=spec,
       labels=labels,
-      scaling=inference.PixelScaling(o.pixel_scale, mean, std),
+      scaling=inference.PixelScaling(v.pixel_scale, v.pixel_mean,
+                                     v.pixel_std),
       # Measured here (bench/run.py, 2 cores, MobileNetV2): OpenVINO is as
       # fast or faster at batch 8 than 16-64, end to end too (smaller
       # batches interleave with decoding); TensorFlow is flat from 8 to 64.
       # Larger batches only add padding and latency. Scale with the cores.
-      batch_size=o.batch_size or backends.default_batch_size(per_worker),
+      batch_size=v.batch_size or backends.default_batch_size(per_worker),
       paths=paths,
-      fetch=FetchConfig(read_timeout=o.fetch_timeout, retries=o.fetch_retries,
-                        max_bytes=o.max_image_bytes,
-                        pool_size=o.fetch_threads, allowed_prefixes=allow,
-                        block_private_networks=parse_bool(
-                            o.block_private_networks,
-                            'block_private_networks'),
-                        allow_local_files=parse_bool(
-                            o.allow_local_files, 'allow_local_files')),
+      fetch=FetchConfig(read_timeout=v.fetch_timeout, retries=v.fetch_retries,
+                        max_bytes=v.max_image_bytes,
+                        pool_size=v.fetch_threads,
+                        allowed_prefixes=ossio.parse_allow_list(v.buckets),
+                        block_private_networks=v.block_private_networks,
+                        allow_local_files=v.allow_local_files),
       decode=DecodeConfig(size=spec.image_size if spec.width else (0, 0),
-                          max_pixels=o.max_image_pixels,
-                          draft=parse_bool(o.jpeg_draft, 'jpeg_draft')),
-      workers=workers,
+                          max_pixels=v.max_image_pixels, draft=v.jpeg_draft),
       cores_per_worker=per_worker,
-      fetch_threads=o.fetch_threads,
       # One more than the cores: low-priority decodes run only in the gaps
       # the model leaves, and a spare keeps a gap filled while another waits
       # for the GIL (measured: docs/performance.md, "Levers").
-      decode_threads=o.decode_threads or per_worker + 1,
-      max_error_ratio=o.max_error_ratio,
-      backend=o.backend,
-      precision=o.precision,
-      accelerator=(f'type:{o.gpu_type};count:{-(-o.gpuRequired // 100)};'
-                   'install-nvidia-driver') if o.gpuRequired > 0 else None,
-      pool_nice=BACKGROUND_NICE if o.decode_priority == 'low' else 0,
+      decode_threads=v.decode_threads or per_worker + 1,
+      accelerator=(f'type:{v.gpu_type};count:{-(-v.gpuRequired // 100)};'
+                   'install-nvidia-driver') if v.gpuRequired > 0 else None,
+      pool_nice=BACKGROUND_NICE if v.decode_priority == 'low' else 0,
       launcher=launcher_identity(),
   )
+
+
+def _checked_paths(v, run_id: str) -> OutputPaths:
+  """The job's files, each checked before any work: the list readable,
+  the model's scheme known, the outputs the job's own to replace."""
+  _check_readable(v.input_oss_file, 'input_oss_file')
+  _check_scheme(v.model_path, 'model_path')
+  paths = OutputPaths.for_run(
+      local_spelling(v.output_oss_file, 'output_oss_file'),
+      local_spelling(v.error_oss_file, 'error_oss_file'), run_id)
+  check_output_paths(v.input_oss_file, v.model_path, paths)
+  for path in paths.targets:
+    _check_writable(path)
+  return paths
+
+
+def _inspect_model(v):
+  """The model's signature and class names, as this job will use them."""
+  try:
+    spec = inference.inspect_saved_model(v.model_path, v.signature_name,
+                                         v.image_size, v.output_key)
+    labels = inference.load_labels(v.model_path, v.label_map_path,
+                                   spec.num_classes)
+  except inference.ModelError as e:
+    raise UsageError(str(e)) from e
+  if v.backend == backends.OPENVINO and spec.encoded_input:
+    raise UsageError('-Dbackend=openvino cannot run a model that takes '
+                     'encoded image bytes; use auto or tensorflow')
+  return spec, labels
 
 
 _OUTPUT_NAMES = ('-Doutput_oss_file', '-Derror_oss_file', 'the summary file')
@@ -404,23 +346,25 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
   no Partition/Flatten that a local runner would materialize in memory."""
   job = job or plan(options)
   records = (p
-             | 'ReadFileList' >> read.ReadFileList(job.input_path,
-                                                   job.image_type))
+             | 'ReadFileList' >> read.ReadFileList(
+                 job.values.input_oss_file, job.values.image_type))
   lines_read = records | 'CountLines' >> combiners.Count.Globally()
   if _needs_distribution(options, job):
     # Spread lines over workers: the list itself is one small file. (A
     # single local worker skips it: a shuffle holds every line in memory.)
     records = records | 'Distribute' >> beam.Reshuffle()
   handler = inference.SavedModelHandler(
-      job.model_path, job.spec, job.scaling, job.batch_size,
+      job.values.model_path, job.spec, job.scaling, job.batch_size,
       intra_op_threads=job.cores_per_worker if job.workers > 1 else None,
-      local_model_path=modelcache.local_model_dir, backend=job.backend,
-      precision=job.precision, accelerator=job.accelerator)
+      local_model_path=modelcache.local_model_dir,
+      backend=job.values.backend, precision=job.values.precision,
+      accelerator=job.accelerator)
   return (
       records
       | 'Fetch' >> beam.ParDo(ThreadedMap(
           functools.partial(_make_fetcher, job.fetch),
-          threads=job.fetch_threads, in_flight=job.fetch_threads * 2,
+          threads=job.values.fetch_threads,
+          in_flight=job.values.fetch_threads * 2,
           error_kind=rec.FETCH, nice=job.pool_nice))
       # Enough decodes in flight to prepare the next batch while the model
       # runs on this one.
@@ -435,12 +379,12 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
           job.paths, job.labels, lines_read, job.run_id, job.started_at,
           extra_summary={
               'run_id': job.run_id,
-              'input_file': job.input_path,
-              'model_path': job.model_path,
+              'input_file': job.values.input_oss_file,
+              'model_path': job.values.model_path,
               'model_input': job.spec.input_kind,
               'batch_size': job.batch_size,
               'workers': job.workers,
-              'backend_requested': job.backend,
+              'backend_requested': job.values.backend,
               'attempts': attempt,
           },
           # Only local worker processes share the launcher's machine.

@@ -75,8 +75,8 @@ def test_choices(arg, message):
     ('-Dmax_image_pixels=0', "-Dmax_image_pixels must be at least 1, "
      "not '0'"),
     ('-DcpuRequired=0', "-DcpuRequired must be at least 1, not '0'"),
-    ('-Dfetch_retries=-1', "-Dfetch_retries must be >= 0, not '-1'"),
-    ('-Dmax_restarts=-1', "-Dmax_restarts must be >= 0, not '-1'"),
+    ('-Dfetch_retries=-1', "-Dfetch_retries must be at least 0, not '-1'"),
+    ('-Dmax_restarts=-1', "-Dmax_restarts must be at least 0, not '-1'"),
     ('-Dfetch_timeout=-2.5', "-Dfetch_timeout must be > 0, not '-2.5'"),
     ('-Dmax_error_ratio=1.5', "-Dmax_error_ratio must be between 0 and 1, "
      "not '1.5'"),
@@ -129,7 +129,7 @@ def test_every_problem_is_reported_once_and_together():
       "-Dbackend must be one of auto, tensorflow, openvino, not 'gpu'",
       "-Dmax_error_ratio must be between 0 and 1, not '1.5'",
       '-Dimage_size must be N or WIDTHxHEIGHT',
-      "-Dfetch_retries must be >= 0, not '-1'"])
+      "-Dfetch_retries must be at least 0, not '-1'"])
 
 
 @pytest.fixture
@@ -156,7 +156,7 @@ def test_plan_fields_from_the_parameters(job):
              '-Dbackend=tensorflow', '-Ddecode_priority=normal',
              f'-Derror_oss_file={tmp_path}/e.txt', '-Dnum_worker=3',
              '-DcpuRequired=250')
-  assert (plan.batch_size, plan.decode_threads, plan.fetch_threads) == \
+  assert (plan.batch_size, plan.decode_threads, plan.values.fetch_threads) == \
       (5, 6, 7)
   assert (plan.workers, plan.cores_per_worker) == (3, 2)
   assert (plan.fetch.read_timeout, plan.fetch.retries, plan.fetch.max_bytes,
@@ -165,7 +165,7 @@ def test_plan_fields_from_the_parameters(job):
           plan.fetch.allow_local_files) == (True, False)
   assert (plan.decode.size, plan.decode.max_pixels, plan.decode.draft) == (
       (models.SIZE, models.SIZE), 2000, False)
-  assert (plan.max_error_ratio, plan.backend, plan.pool_nice) == (
+  assert (plan.max_error_ratio, plan.values.backend, plan.pool_nice) == (
       0.25, 'tensorflow', 0)
   assert plan.labels == models.LABELS
   assert plan.paths.targets == (str(tmp_path / 'out' / 'r.txt'),
@@ -179,9 +179,9 @@ def test_plan_fields_from_the_parameters(job):
 
 def test_plan_defaults(job):
   plan = job()
-  assert (plan.image_type, plan.backend, plan.precision, plan.workers) == (
+  assert (plan.values.image_type, plan.values.backend, plan.values.precision, plan.workers) == (
       'url', 'auto', 'f32', 1)
-  assert (plan.fetch_threads, plan.fetch.read_timeout, plan.fetch.retries,
+  assert (plan.values.fetch_threads, plan.fetch.read_timeout, plan.fetch.retries,
           plan.fetch.max_bytes) == (32, 30.0, 3, 64 << 20)
   assert (plan.fetch.block_private_networks,
           plan.fetch.allow_local_files) == (False, True)

@@ -16,8 +16,6 @@ import numpy as np
 _LOG = logging.getLogger(__name__)
 
 TENSORFLOW, OPENVINO, AUTO = 'tensorflow', 'openvino', 'auto'
-BACKENDS = (AUTO, TENSORFLOW, OPENVINO)
-PRECISIONS = ('f32', 'bf16')
 
 # Agreement required of OpenVINO against TensorFlow on the first batch.
 # f32 differs from TensorFlow only by summation order (~1e-6); bf16 keeps 8

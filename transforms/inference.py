@@ -23,7 +23,6 @@ _LOG = logging.getLogger(__name__)
 
 PROBABILITY_OUTPUTS = ('probabilities', 'probs', 'class_probs')
 UINT8, FLOAT, STRING = 'uint8', 'float', 'string'
-PIXEL_SCALES = ('0-255', '0-1', '-1-1', 'mean_std')
 
 
 class ModelError(ValueError):

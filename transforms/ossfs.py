@@ -13,6 +13,7 @@ from apache_beam.io.filesystem import (BeamIOError, CompressedFile,
 from apache_beam.io.filesystemio import DownloaderStream, UploaderStream
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from ev_predict.pipeline import parameters
 from ev_predict.transforms import ossio
 
 
@@ -22,18 +23,8 @@ class OssOptions(PipelineOptions):
 
   @classmethod
   def _add_argparse_args(cls, parser):
-    # --osshost: what a portable runner hands its SDK workers. Beam's Java
-    # job server reads option names as snake case and writes them back, so
-    # ossHost arrives as osshost (seen on Flink: '--gpurequired=0'), and
-    # without the alias workers lost the endpoint.
-    parser.add_argument('--ossHost', '--osshost', '--oss_host', dest='ossHost',
-                        default=None,
-                        help='OSS endpoint, or bucket=endpoint,... pairs.')
-    parser.add_argument('--buckets', default=None,
-                        help='Comma-separated oss:// locations the job may '
-                        'touch.')
-    parser.add_argument('--arn', default=None,
-                        help='RAM role ARN to assume through STS.')
+    for p in parameters.group('oss'):
+      p.add_to(parser)
 
 
 def settings_from(options) -> ossio.OssSettings:

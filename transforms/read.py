@@ -11,7 +11,6 @@ from ev_predict.transforms.record import BAD_LINE, Record
 
 URL = 'url'
 BASE64 = 'base64'
-IMAGE_TYPES = (URL, BASE64)
 
 _BOM = b'\xef\xbb\xbf'
 

@@ -203,7 +203,7 @@ TABLE: Tuple[Parameter, ...] = (
       unset='the cores / num_worker',
       help='hundredths of a core per worker (800 = 8 cores): decode threads '
       'and TensorFlow/OpenVINO threads per worker'),
-    P('gpuRequired', INT, 'cluster', default=0, pai=True,
+    P('gpuRequired', INT, 'cluster', default=0, minimum=0, pai=True,
       help='hundredths of a GPU per worker; 0 hides CUDA devices from '
       'TensorFlow',
       doc='hundredths of a GPU per worker: > 0 puts a Beam `accelerator` '
@@ -281,7 +281,8 @@ TABLE: Tuple[Parameter, ...] = (
     P('max_image_pixels', INT, 'decode', default=89_478_485, minimum=1,
       help='larger images are `too_large`, checked from the header before '
       'decoding (decompression bombs)'),
-    P('decode_threads', INT, 'decode', unset='cores per worker + 1',
+    P('decode_threads', INT, 'decode', minimum=1,
+      unset='cores per worker + 1',
       help='decode threads per worker'),
     P('decode_priority', CHOICE, 'decode', default='low',
       choices=('low', 'normal'),

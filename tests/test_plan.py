@@ -233,10 +233,6 @@ def test_accelerator_from_gpu_required(job, gpu, gpu_type, hint):
   assert job(*params).accelerator == hint
 
 
-@pytest.mark.xfail(strict=True, reason='no lower bound: plan() accepts the '
-                   'value (decode_threads=-1 then runs as 1 thread, '
-                   'ThreadedMap clamps; gpuRequired<0 as no GPU) where '
-                   '-Dfetch_threads=-3 is refused')
 @pytest.mark.parametrize('arg', ['-Ddecode_threads=-1', '-DgpuRequired=-100'])
 def test_negative_counts_are_refused(job, arg):
   name = arg[2:].split('=')[0]

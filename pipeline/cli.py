@@ -49,7 +49,7 @@ def make_options(argv: List[str]) -> PipelineOptions:
   params, beam_args = parse_command_line(argv)
   check_beam_flags(beam_args)
   # Worker processes import the OSS file system before reading any path.
-  plugin = '--beam_plugins=ev_predict.transforms.ossfs.OssFileSystem'
+  plugin = '--beam_plugins=ev_predict.transforms.oss.filesystem.OssFileSystem'
   options = PipelineOptions(to_flags(params) + beam_args + [plugin])
   o = options.view_as(EvPredictOptions)
   runner = options.view_as(StandardOptions).runner

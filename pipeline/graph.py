@@ -21,8 +21,9 @@ from ev_predict.pipeline.options import (OSS_PARAMETERS, PARAMETERS, EvPredictOp
                               UsageError,
                               parse_bool, parse_floats, parse_size,
                               type_error)
-from ev_predict.transforms import backends, inference, modelcache, ossio, read
-from ev_predict.transforms.ossfs import OssOptions
+from ev_predict.transforms import (access, backends, inference, modelcache,
+                                   read, storage)
+from ev_predict.transforms.oss.filesystem import OssOptions
 from ev_predict.transforms import record as rec
 from ev_predict.transforms.decode import DecodeConfig, prepare_record
 from ev_predict.transforms.fetch import FetchConfig, Fetcher
@@ -139,7 +140,7 @@ def check_parameters(params: Mapping[str, str]) -> List[str]:
                   '-Dpixel_std with 1 or 3 values (std non-zero)')
 
   try:
-    allow = ossio.parse_allow_list(params.get('buckets'))
+    allow = access.parse_allow_list(params.get('buckets'))
   except ValueError as e:
     errors.append(f'-Dbuckets: {e}')
     allow = ()
@@ -147,8 +148,8 @@ def check_parameters(params: Mapping[str, str]) -> List[str]:
                'error_oss_file', 'label_map_path'):
     path = params.get(name)
     try:
-      inside = not path or ossio.allowed(path, allow,
-                                         folder=name == 'model_path')
+      inside = not path or access.allowed(path, allow,
+                                          folder=name == 'model_path')
     except ValueError as e:
       errors.append(f'-D{name}: {e}')
       continue
@@ -169,7 +170,7 @@ def plan(options: EvPredictOptions) -> JobPlan:
     raise UsageError('; '.join(errors))
   input_path, output_path, model_path = (
       o.input_oss_file, o.output_oss_file, o.model_path)
-  allow = ossio.parse_allow_list(oss.buckets)
+  allow = access.parse_allow_list(oss.buckets)
 
   _check_readable(input_path, 'input_oss_file')
   run_id = time.strftime('%Y%m%d-%H%M%S') + '-' + uuid.uuid4().hex[:8]
@@ -330,7 +331,7 @@ def _check_readable(path: str, name: str) -> None:
   try:
     with FileSystems.open(path) as f:
       f.read(1)
-  except ossio.OssConfigError as e:
+  except storage.ConfigError as e:
     raise UsageError(str(e)) from e
   except Exception as e:  # pylint: disable=broad-except
     raise UsageError(f'-D{name}: cannot read {path} ({_reason(e)})') from e

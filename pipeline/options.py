@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Tuple
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from ev_predict.transforms.ossfs import OssOptions
+from ev_predict.transforms.oss.filesystem import OssOptions
 
 
 class UsageError(ValueError):

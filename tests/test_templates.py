@@ -84,7 +84,7 @@ def test_local_dry_run_output(capsys):
       "  direct_num_workers: 2\n"
       "  direct_running_mode: multi_processing\n"
       "  default_sdk_harness_log_level: WARN\n"
-      '  beam_plugins: ["ev_predict.transforms.ossfs.OssFileSystem"]\n')
+      '  beam_plugins: ["ev_predict.transforms.oss.filesystem.OssFileSystem"]\n')
   # The printed line is a command line that parses back to the same argv.
   argv = shlex.split(out.splitlines()[0])[1:]
   assert argv == _resolve(['--template', _template('local.yaml'), *_JOB,

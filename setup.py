@@ -10,7 +10,7 @@ setuptools.setup(
     # has packages called "pipeline" and "transforms", and any pipeline.py on
     # sys.path would shadow a top-level one.
     packages=['ev_predict.pipeline', 'ev_predict.transforms',
-              'ev_predict.templates'],
+              'ev_predict.transforms.oss', 'ev_predict.templates'],
     package_dir={'ev_predict.pipeline': 'pipeline',
                  'ev_predict.transforms': 'transforms',
                  'ev_predict.templates': 'templates'},

@@ -25,7 +25,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tests import models  # pylint: disable=wrong-import-position
-from tests.oss_server import OssServer  # pylint: disable=wrong-import-position
+from tests.fakes.oss_server import OssServer  # pylint: disable=wrong-import-position
 
 ID, SECRET = 'bench-id', 'bench-secret'
 

@@ -19,8 +19,9 @@ from apache_beam.transforms import combiners
 
 from ev_predict.pipeline import parameters
 from ev_predict.pipeline.options import EvPredictOptions, UsageError
-from ev_predict.transforms import backends, inference, modelcache, ossio, read
-from ev_predict.transforms.ossfs import OssOptions
+from ev_predict.transforms import (access, backends, inference, modelcache,
+                                   read, storage)
+from ev_predict.transforms.oss.filesystem import OssOptions
 from ev_predict.transforms import record as rec
 from ev_predict.transforms.decode import DecodeConfig, prepare_record
 from ev_predict.transforms.fetch import FetchConfig, Fetcher
@@ -93,15 +94,15 @@ def _joint_problems(values, problems: Mapping[str, str]) -> List[str]:
     errors.append('-Dpixel_scale=mean_std needs -Dpixel_mean and '
                   '-Dpixel_std with 1 or 3 values (std non-zero)')
   try:
-    allow = ossio.parse_allow_list(values.buckets)
+    allow = access.parse_allow_list(values.buckets)
   except ValueError as e:
     return errors + [f'-Dbuckets: {e}']
   for name in ('model_path', 'input_oss_file', 'output_oss_file',
                'error_oss_file', 'label_map_path'):
     path = getattr(values, name)
     try:
-      inside = not path or ossio.allowed(path, allow,
-                                         folder=name == 'model_path')
+      inside = not path or access.allowed(path, allow,
+                                          folder=name == 'model_path')
     except ValueError as e:
       errors.append(f'-D{name}: {e}')
       continue
@@ -138,7 +139,7 @@ def plan(options: EvPredictOptions) -> JobPlan:
       fetch=FetchConfig(read_timeout=v.fetch_timeout, retries=v.fetch_retries,
                         max_bytes=v.max_image_bytes,
                         pool_size=v.fetch_threads,
-                        allowed_prefixes=ossio.parse_allow_list(v.buckets),
+                        allowed_prefixes=access.parse_allow_list(v.buckets),
                         block_private_networks=v.block_private_networks,
                         allow_local_files=v.allow_local_files),
       decode=DecodeConfig(size=spec.image_size if spec.width else (0, 0),
@@ -272,7 +273,7 @@ def _check_readable(path: str, name: str) -> None:
   try:
     with FileSystems.open(path) as f:
       f.read(1)
-  except ossio.OssConfigError as e:
+  except storage.ConfigError as e:
     raise UsageError(str(e)) from e
   except Exception as e:  # pylint: disable=broad-except
     raise UsageError(f'-D{name}: cannot read {path} ({_reason(e)})') from e

@@ -44,7 +44,7 @@ __all__ = ['OSS_FILESYSTEM', 'UsageError', 'job_error', 'launch',
 
 # The OSS file system's class, which Beam imports in every worker process
 # before it reads a path (--beam_plugins).
-OSS_FILESYSTEM = 'ev_predict.transforms.ossfs.OssFileSystem'
+OSS_FILESYSTEM = 'ev_predict.transforms.oss.filesystem.OssFileSystem'
 
 _LOG = logging.getLogger('ev_predict')
 _DIRECT = (None, 'DirectRunner', 'directrunner')

@@ -14,7 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from ev_predict.pipeline.parameters import (FLOAT, INT, PARAMETERS,
                                             ParameterError,
                                             unknown_parameter)
-from ev_predict.transforms.ossfs import OssOptions
+from ev_predict.transforms.oss.filesystem import OssOptions
 
 
 class UsageError(ValueError):

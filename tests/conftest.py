@@ -133,8 +133,8 @@ def http_server(tmp_path_factory):
 @pytest.fixture(scope='session')
 def nginx(tmp_path_factory):
   """A real nginx over HTTP/1.1 keep-alive serving nginx.root (tests write
-  files there); see tests/nginx.py for its endpoints."""
-  from tests.nginx import Nginx, available
+  files there); see tests/fakes/nginx.py for its endpoints."""
+  from tests.fakes.nginx import Nginx, available
   if not available():
     message = 'nginx is not installed (apt-get install nginx)'
     if os.environ.get('CI'):
@@ -146,9 +146,9 @@ def nginx(tmp_path_factory):
 
 @pytest.fixture
 def misbehaving():
-  """tests/misbehaving_http.py on 127.0.0.1: slow, short, endless bodies,
+  """tests/fakes/misbehaving_http.py on 127.0.0.1: slow, short, endless bodies,
   headers that never end, raw redirects."""
-  from tests.misbehaving_http import MisbehavingServer
+  from tests.fakes.misbehaving_http import MisbehavingServer
   with MisbehavingServer() as server:
     yield server
 
@@ -158,7 +158,7 @@ OSS_ID, OSS_SECRET = 'LTAI-test-id', 'Sec-9f8e7d6c5b4a-never-print-me'
 
 @pytest.fixture(scope='session')
 def oss_server():
-  from tests.oss_server import OssServer
+  from tests.fakes.oss_server import OssServer
   with OssServer(credentials={OSS_ID: OSS_SECRET},
                  buckets=('data', 'models', 'out')) as server:
     yield server
@@ -173,8 +173,8 @@ def oss_env(oss_server, monkeypatch, tmp_path):
   monkeypatch.delenv('OSS_SESSION_TOKEN', raising=False)
   monkeypatch.setenv('OSS_CONFIG_FILE', str(tmp_path / 'no-ossutilconfig'))
   monkeypatch.setenv('EV_PREDICT_CACHE', str(tmp_path / 'model-cache'))
-  from ev_predict.transforms import ossio
-  ossio._clients.clear()  # pylint: disable=protected-access
+  from ev_predict.transforms.oss import client
+  client._clients.clear()  # pylint: disable=protected-access
   from apache_beam.io.filesystems import FileSystems
   from apache_beam.options.pipeline_options import PipelineOptions
   FileSystems.set_options(PipelineOptions([f'--ossHost={oss_server.endpoint}']))

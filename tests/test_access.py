@@ -8,9 +8,9 @@ from ev_predict.pipeline import cli
 from ev_predict.pipeline.options import UsageError
 from tests.conftest import write_image
 from tests.helpers import run_job, split_output_line
-from ev_predict.transforms import ossio
+from ev_predict.transforms import access
 
-ALLOW = ossio.parse_allow_list('oss://b/allowed/')
+ALLOW = access.parse_allow_list('oss://b/allowed/')
 
 
 @pytest.mark.parametrize('path, ok', [
@@ -36,15 +36,43 @@ ALLOW = ossio.parse_allow_list('oss://b/allowed/')
     ('http://h/x.jpg', True),
 ])
 def test_allow_list_admits_the_exact_key(path, ok):
-  assert ossio.allowed(path, ALLOW) is ok
+  assert access.allowed(path, ALLOW) is ok
 
 
 def test_allow_list_entries_must_be_plain():
   for bad in ('oss://b//x/', 'oss://b/./x/', 'oss://b/x/../y/', 'oss://b/x//'):
     with pytest.raises(ValueError):
-      ossio.parse_allow_list(bad)
+      access.parse_allow_list(bad)
   # A model directory named without its slash is the folder itself.
-  assert ossio.allowed('oss://b/allowed', ALLOW, folder=True)
+  assert access.allowed('oss://b/allowed', ALLOW, folder=True)
+
+
+def test_policy_refusals():
+  """The decision fetch takes before any request: (kind, message) or None."""
+  policy = access.AccessPolicy(allowed_prefixes=ALLOW,
+                               allow_local_files=False)
+  assert policy.refusal('oss://b/allowed/x.jpg') is None
+  assert policy.refusal('http://h/x.jpg') is None
+  assert policy.refusal('oss://b/secret/x.jpg')[0] == 'forbidden'
+  assert policy.refusal('/x.jpg')[0] == 'forbidden'
+  assert policy.refusal('file:///x.jpg')[0] == 'forbidden'
+  # Judged by the readers' parse: not a file URL, a relative local path.
+  assert policy.refusal('\xa0file:///x.jpg')[0] == 'forbidden'
+  assert policy.refusal('fi\tle:///x.jpg')[0] == 'bad_line'
+  assert policy.refusal('oss://')[0] == 'bad_line'   # no bucket to judge
+  open_policy = access.AccessPolicy()
+  assert open_policy.refusal('/x.jpg') is None
+  assert open_policy.refusal('oss://any/x.jpg') is None
+  assert open_policy.refusal('o\x00ss://b/x')[0] == 'bad_line'
+
+
+def test_policy_judges_resolved_addresses():
+  blocking = access.AccessPolicy(block_private_networks=True)
+  assert blocking.refused_address(['8.8.8.8']) is None
+  assert str(blocking.refused_address(['8.8.8.8', '127.0.0.1'])) == \
+      '127.0.0.1'
+  assert str(blocking.refused_address(['fe80::1%eth0'])) == 'fe80::1'
+  assert access.AccessPolicy().refused_address(['127.0.0.1']) is None
 
 
 def test_refused_keys_never_reach_the_server(tmp_path, oss_env, model_dirs):

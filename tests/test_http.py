@@ -15,8 +15,8 @@ import pytest
 from tests import models
 from tests.conftest import write_image
 from tests.helpers import run_job, split_output_line
-from tests.misbehaving_http import MisbehavingServer
-from tests.nginx import Nginx, crafted_body
+from tests.fakes.misbehaving_http import MisbehavingServer
+from tests.fakes.nginx import Nginx, crafted_body
 from tests.test_pipeline import check_result, expected_probs
 from ev_predict.transforms import http
 from ev_predict.transforms import record as rec
@@ -320,7 +320,7 @@ def test_non_utf8_bytes_in_a_url_are_sent_percent_encoded(nginx):
 
 @pytest.fixture(scope='module')
 def tls_nginx(tmp_path_factory):
-  from tests.nginx import available
+  from tests.fakes.nginx import available
   if not available():
     pytest.skip('nginx is not installed')
   d = tmp_path_factory.mktemp('tls')

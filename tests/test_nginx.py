@@ -1,7 +1,7 @@
 """The nginx test server itself: keep-alive, and bodies left behind."""
 import http.client
 
-from tests.nginx import crafted_body
+from tests.fakes.nginx import crafted_body
 
 
 def test_keep_alive_statuses_and_redirects(nginx):

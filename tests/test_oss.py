@@ -18,7 +18,8 @@ from apache_beam.io.filesystems import FileSystems
 from tests import models
 from tests.conftest import OSS_ID, OSS_SECRET, write_image
 from tests.helpers import run_job, split_output_line
-from ev_predict.transforms import ossio
+from ev_predict.transforms.oss import client as oss_client
+from ev_predict.transforms.oss import io as oss_io
 
 EV_PREDICT = os.path.join(os.path.dirname(sys.executable), 'ev-predict')
 
@@ -34,7 +35,7 @@ def upload_tree(server, bucket, prefix, local_dir):
 
 def test_filesystem_operations(oss_env, monkeypatch):
   server = oss_env
-  monkeypatch.setattr(ossio, 'PART_SIZE', 128 << 10)
+  monkeypatch.setattr(oss_io, 'PART_SIZE', 128 << 10)
   big = os.urandom(300 << 10)   # three parts when uploaded
   with FileSystems.create('oss://data/fs/big.bin') as f:
     for i in range(0, len(big), 50_000):
@@ -77,7 +78,7 @@ def test_filesystem_operations(oss_env, monkeypatch):
 
 def test_wrong_secret_is_refused_with_signature_error(oss_env, monkeypatch):
   monkeypatch.setenv('OSS_ACCESS_KEY_SECRET', 'wrong')
-  ossio._clients.clear()  # pylint: disable=protected-access
+  oss_client._clients.clear()  # pylint: disable=protected-access
   oss_env.put('data', 'x.txt', b'x')
   with pytest.raises(Exception) as info:
     FileSystems.open('oss://data/x.txt').read()

@@ -1,4 +1,4 @@
-"""Tests of tests/oss_server.py, driven through the real oss2 client over HTTP.
+"""Tests of tests/fakes/oss_server.py, driven through the real oss2 client over HTTP.
 
 Whatever passes here is what the oss:// filesystem tests can rely on: the
 server speaks the OSS protocol the way oss2 2.19 expects it (signatures,
@@ -16,7 +16,7 @@ import oss2
 import pytest
 import requests
 
-from tests.oss_server import OssServer
+from tests.fakes.oss_server import OssServer
 
 AK, SK = 'test-ak', 'test-secret'
 STS_AK, STS_SK, STS_TOKEN = 'sts-ak', 'sts-secret', 'sts-token-123'

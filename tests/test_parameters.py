@@ -13,7 +13,7 @@ from ev_predict.pipeline import graph, parameters
 from ev_predict.pipeline.options import EvPredictOptions
 from ev_predict.pipeline.parameters import PARAMETERS, TABLE
 from ev_predict.transforms import backends, inference, read
-from ev_predict.transforms.ossfs import OssOptions
+from ev_predict.transforms.oss.filesystem import OssOptions
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 _GOOD = {'model_path': 'm', 'input_oss_file': 'in.txt',

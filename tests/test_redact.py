@@ -9,7 +9,7 @@ import oss2
 import pytest
 import requests
 
-from tests.oss_server import OssServer
+from tests.fakes.oss_server import OssServer
 from ev_predict.transforms import redact
 
 AK, SK = 'LTAI-redact-id', 'redact-secret-key'

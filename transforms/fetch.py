@@ -1,21 +1,19 @@
 """Fetch image bytes for records that name a source: local, file://, http(s) or
-any scheme registered with Beam's FileSystems (oss:// arrives as a plugin)."""
+any scheme registered with Beam's FileSystems (oss:// arrives as a plugin),
+after the job's access policy (access.py) has let the source through."""
 import dataclasses
 import errno
 import os
 import random
-import re
 import stat
 import time
 import urllib.parse
-from typing import Optional, Tuple
+from typing import Tuple
 
-from apache_beam.io.filesystem import BeamIOError, CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-
+from ev_predict.transforms import access
 from ev_predict.transforms import http
-from ev_predict.transforms import ossio
 from ev_predict.transforms import redact
+from ev_predict.transforms import storage
 from ev_predict.transforms import record as rec
 from ev_predict.transforms.record import Record
 
@@ -35,15 +33,16 @@ class FetchConfig:
   max_bytes: int = 64 << 20     # larger images are refused, not read
   max_redirects: int = 5
   pool_size: int = 16           # connections kept per host
-  # oss:// locations this job may read (empty: any); others are refused
-  # without a request.
+  # The access policy's fields (see access.AccessPolicy).
   allowed_prefixes: Tuple[str, ...] = ()
-  # For untrusted file lists: refuse URLs whose host resolves to a loopback,
-  # private, link-local or otherwise non-public address (SSRF).
   block_private_networks: bool = False
-  # False for untrusted lists: local paths and file:// URLs are refused
-  # without touching the disk.
   allow_local_files: bool = True
+
+  @property
+  def access_policy(self) -> access.AccessPolicy:
+    return access.AccessPolicy(self.allowed_prefixes,
+                               self.block_private_networks,
+                               self.allow_local_files)
 
 
 class Fetcher:
@@ -53,15 +52,16 @@ class Fetcher:
     self._config = config
     # urllib3 logs request lines at DEBUG: a presigned URL's signature.
     redact.install()
+    self._access = config.access_policy
     # FileSystems.get_filesystem builds a new instance (parsing the pipeline
     # options) on every call: once per scheme is enough for a worker.
-    self._filesystems = {}
-    self._http = http.HttpClient(config)
+    self._storages = {}
+    self._http = http.HttpClient(config, self._access)
 
   def __call__(self, record: Record) -> Record:
     if not record.ok or record.data is not None or record.source is None:
       return record
-    refusal = self._refusal(record.source)
+    refusal = self._access.refusal(record.source)
     if refusal:
       return record.fail(*refusal)
     attempt = 0
@@ -76,25 +76,8 @@ class Fetcher:
       time.sleep(delay * (0.5 + random.random()))
       attempt += 1
 
-  def _refusal(self, source: str) -> Optional[Tuple[str, str]]:
-    """(kind, message) when the job's access rules refuse source."""
-    if _CONTROL.search(source):
-      # urlsplit drops tabs and leading control characters that a plain
-      # string test keeps ('fi\tle:///etc/x' reads as file:///etc/x).
-      return rec.BAD_LINE, 'control character in the path or URL'
-    if not self._config.allow_local_files and _is_local(source):
-      return rec.FORBIDDEN, (f'{source} is a local file '
-                             '(-Dallow_local_files=false)')
-    try:
-      inside = ossio.allowed(source, self._config.allowed_prefixes)
-    except ValueError as e:
-      return rec.BAD_LINE, str(e)
-    if not inside:
-      return rec.FORBIDDEN, f'{source} is outside the allowed buckets'
-    return None
-
   def read(self, source: str) -> bytes:
-    scheme = scheme_of(source)
+    scheme = access.scheme_of(source)
     if scheme in ('http', 'https'):
       return self._read_http(source)
     if scheme == 'file':
@@ -142,23 +125,16 @@ class Fetcher:
 
   def _read_filesystem(self, path: str) -> bytes:
     scheme = path.split('://', 1)[0].lower()
-    fs = self._filesystems.get(scheme)
-    if fs is None:
-      try:
-        fs = self._filesystems[scheme] = FileSystems.get_filesystem(path)
-      except ValueError as e:
-        raise FetchError(rec.UNSUPPORTED,
-                         f'unsupported scheme in {path!r}') from e
-    cap, timeout = self._config.max_bytes, self._config.read_timeout
     try:
-      if hasattr(fs, 'read_object'):
-        # One request per image where the file system offers it (OSS),
-        # bounded as a whole by the timeout.
-        data = fs.read_object(path, cap, timeout=timeout)
-      else:
-        data = _read_stream(path, cap, timeout)
+      store = self._storages.get(scheme)
+      if store is None:
+        store = self._storages[scheme] = storage.for_path(path)
+      cap = self._config.max_bytes
+      # One request per image where the file system offers it (OSS),
+      # bounded as a whole by the timeout.
+      data = store.read_object(path, cap, self._config.read_timeout)
     except Exception as e:  # pylint: disable=broad-except
-      raise _classify_filesystem(e, path) from e
+      raise _classify_storage(e, path) from e
     if len(data) > cap:
       raise FetchError(rec.TOO_LARGE, f'more than the {cap}-byte cap')
     return data
@@ -177,45 +153,6 @@ def _check_regular(info: os.stat_result, path: str) -> None:
   raise FetchError(rec.UNSUPPORTED, f'not a regular file ({what}): {path}')
 
 
-_CONTROL = re.compile('[\x00-\x1f\x7f]')
-
-
-def scheme_of(source: str) -> str:
-  """The scheme that both the access rules and the readers go by: one
-  function, so that a check and a read never see different schemes."""
-  if '://' not in source:
-    return ''
-  try:
-    return urllib.parse.urlsplit(source).scheme.lower()
-  except ValueError:   # a host NFKC-normalizing to '/', '@'...: the
-    return source.split(':', 1)[0].lower()  # reader says what is wrong
-
-
-def _is_local(source: str) -> bool:
-  return scheme_of(source) in ('', 'file')
-
-
-def _read_stream(path: str, cap: int, timeout: float) -> bytes:
-  """Any other Beam file system, read in chunks until the per-attempt
-  deadline: the deadline is checked between chunks (a single read that
-  blocks is that file system's own timeout to bound)."""
-  deadline = time.monotonic() + timeout
-  chunks, total = [], 0
-  with FileSystems.open(
-      path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-    while True:
-      if time.monotonic() >= deadline:
-        raise TimeoutError(errno.ETIMEDOUT, f'timed out reading {path} '
-                           f'({total} bytes in {timeout} s)')
-      chunk = f.read(min(1 << 16, cap + 1 - total))
-      if not chunk:
-        return b''.join(chunks)
-      chunks.append(chunk)
-      total += len(chunk)
-      if total > cap:
-        raise ossio.TooLarge(f'more than the {cap}-byte cap')
-
-
 def _file_url_to_path(url: str) -> str:
   try:
     parts = urllib.parse.urlsplit(url)
@@ -226,27 +163,30 @@ def _file_url_to_path(url: str) -> str:
   return urllib.parse.unquote(parts.path, errors='surrogateescape')
 
 
-def _classify_filesystem(e: BaseException, path: str) -> FetchError:
-  """By the exception's type only: its text holds the path, and a key such as
-  2024/img_1403.jpg must not make a reset look like a 403."""
-  if isinstance(e, BeamIOError) and len(e.exception_details or {}) == 1:
-    e = next(iter(e.exception_details.values()))   # the per-path cause
+# Kinds by error type, most specific first; messages hold the path, and
+# are never read to decide.
+_KINDS = ((storage.TooLarge, rec.TOO_LARGE), (storage.NotFound, rec.NOT_FOUND),
+          (storage.Forbidden, rec.FORBIDDEN), (storage.Timeout, rec.TIMEOUT),
+          (storage.InvalidPath, rec.BAD_LINE),
+          (storage.Unsupported, rec.UNSUPPORTED),
+          (storage.StorageError, rec.FETCH))
+
+
+def _classify_storage(e: BaseException, path: str) -> FetchError:
+  """A read's failure as a FetchError, by the error's type only."""
   if isinstance(e, FetchError):
     return e
-  if isinstance(e, ossio.TooLarge):
-    return FetchError(rec.TOO_LARGE, str(e))
-  if isinstance(e, FileNotFoundError):
-    return FetchError(rec.NOT_FOUND, f'not found: {path}')
-  if isinstance(e, PermissionError):
-    return FetchError(rec.FORBIDDEN, f'access denied ({_reason(e)})')
-  if isinstance(e, TimeoutError):
-    return FetchError(rec.TIMEOUT, _reason(e), True)
-  if isinstance(e, ossio.ServerError):
-    return FetchError(rec.FETCH, _reason(e), e.transient)
-  if isinstance(e, ossio.OssConfigError):
-    return FetchError(rec.FETCH, str(e))
-  if isinstance(e, ValueError):   # e.g. oss://bucket without an object
-    return FetchError(rec.BAD_LINE, str(e))
+  e = storage.translate(e, path)
+  for error_type, kind in _KINDS:
+    if isinstance(e, error_type):
+      if kind == rec.NOT_FOUND:
+        message = f'not found: {path}'
+      elif kind == rec.FORBIDDEN:
+        message = f'access denied ({_short(e.reason)})'
+      else:
+        message = _short(e.reason)
+      return FetchError(kind, message, e.transient)
+  # No storage error: an OSError of unknown cause, worth another attempt.
   return FetchError(rec.FETCH, f'{type(e).__name__}: {_reason(e)}', True)
 
 

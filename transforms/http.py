@@ -1,9 +1,9 @@
 """HTTP(S) GETs for the fetch stage.
 
 A URL is parsed once, here, and the request is built from that parse alone.
-Its host is resolved once; with block_private_networks every address is
-checked, and the connection goes to an address that was checked, never to
-a second resolution (DNS rebinding). Each attempt has one deadline for
+Its host is resolved once; the job's access policy judges every address
+(-Dblock_private_networks), and the connection goes to an address that was
+judged, never to a second resolution (DNS rebinding). Each attempt has one deadline for
 connect, headers and the whole body, redirects included. Every response ends
 with its body read to the end (then its connection is kept for the next
 request) or with its connection closed: a body left on a kept-alive
@@ -63,8 +63,8 @@ def resolve(host: str, port: int) -> List[str]:
 
 
 def is_public(address) -> bool:
-  """Whether block_private_networks lets an ipaddress address be fetched
-  (tests replace it)."""
+  """Whether an ipaddress address is public (block_private_networks fetches
+  only from those; tests replace it)."""
   if address.version == 6:
     # IPv6 forms that carry an IPv4 address are judged by that address too.
     embedded = [address.ipv4_mapped, address.sixtofour,
@@ -141,10 +141,12 @@ class HttpClient:
   """Thread-safe GETs with connection reuse per (scheme, address, port,
   host)."""
 
-  def __init__(self, config):
+  def __init__(self, config, access):
     # config: a fetch.FetchConfig (connect_timeout, read_timeout, max_bytes,
-    # max_redirects, pool_size, block_private_networks).
+    # max_redirects, pool_size); access: the job's access.AccessPolicy,
+    # which judges every address a host resolves to.
     self._config = config
+    self._access = access
     self._lock = threading.Lock()
     self._pools = collections.OrderedDict()
     self._dns = {}
@@ -192,12 +194,10 @@ class HttpClient:
         if len(self._dns) >= _DNS_ENTRIES:
           self._dns.clear()
         self._dns[key] = (now + _DNS_TTL, addresses)
-    if self._config.block_private_networks:
-      for address in addresses:
-        ip = ipaddress.ip_address(address.split('%')[0])
-        if not is_public(ip):
-          raise FetchError(rec.FORBIDDEN, f'{target.host} resolves to a '
-                           f'non-public address {ip}')
+    refused = self._access.refused_address(addresses)
+    if refused is not None:
+      raise FetchError(rec.FORBIDDEN, f'{target.host} resolves to a '
+                       f'non-public address {refused}')
     return addresses
 
   def _pool(self, target: Target, address: str) -> '_Pool':

@@ -25,6 +25,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from ev_predict.transforms import storage
 from ev_predict.transforms.format import Formatter
 from ev_predict.transforms.record import Record
 
@@ -82,17 +83,7 @@ def _open(path: str):
 
 def concatenate(shards: Sequence[str], target: str) -> None:
   """Concatenates shards (in name order) into target, a new file."""
-  fs = FileSystems.get_filesystem(target)
-  if shards and hasattr(fs, 'concatenate') and fs.concatenate(shards, target):
-    return  # composed server-side; a multipart completion is atomic
-  with _create(target) as out:
-    for shard in sorted(shards):
-      with _open(shard) as f:
-        while True:
-          chunk = f.read(_COPY_CHUNK)
-          if not chunk:
-            break
-          out.write(chunk)
+  storage.for_path(target).concatenate(sorted(shards), target)
 
 
 def count_lines(path: str) -> Tuple[int, int]:
@@ -127,13 +118,7 @@ def _move(src: str, dest: str) -> None:
 
 def _delete_file(path: str) -> None:
   """Deletes one file of ours; never a directory or a prefix."""
-  fs = FileSystems.get_filesystem(path)
-  if hasattr(fs, 'delete_object'):
-    fs.delete_object(path)
-  elif os.path.isdir(path):
-    raise IsADirectoryError(path)
-  else:
-    FileSystems.delete([path])
+  storage.for_path(path).delete_object(path)
 
 
 def _quietly(what: str, fn, *args) -> bool:

@@ -1,9 +1,10 @@
 """``oss://bucket/key`` as a Beam FileSystem, so ReadFromText, WriteToText,
-FileSystems.open/match/copy/rename/delete and the fetch stage use OSS unchanged.
+FileSystems.open/match/copy/rename/delete and the fetch stage use OSS unchanged,
+and as a storage.Storage (one-request reads, server-side concatenation).
 
 Beam registers every imported FileSystem subclass: workers get this one through
-``--beam_plugins=ev_predict.transforms.ossfs.OssFileSystem`` (the CLI adds it) or by
-importing the fetch stage.
+``--beam_plugins=ev_predict.transforms.oss.filesystem.OssFileSystem`` (the CLI
+adds it) or by importing this module.
 """
 import io
 
@@ -14,7 +15,10 @@ from apache_beam.io.filesystemio import DownloaderStream, UploaderStream
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from ev_predict.pipeline import parameters
-from ev_predict.transforms import ossio
+from ev_predict.transforms import storage
+from ev_predict.transforms.oss import io as oss_io
+from ev_predict.transforms.oss.client import OssSettings
+from ev_predict.transforms.oss.paths import PREFIX, parse_path
 
 
 class OssOptions(PipelineOptions):
@@ -27,29 +31,29 @@ class OssOptions(PipelineOptions):
       p.add_to(parser)
 
 
-def settings_from(options) -> ossio.OssSettings:
+def settings_from(options) -> OssSettings:
   if options is None:
-    return ossio.OssSettings()
+    return OssSettings()
   if isinstance(options, dict):
     options = PipelineOptions.from_dictionary(options)
   o = options.view_as(OssOptions)
-  return ossio.OssSettings(endpoints=o.ossHost, role_arn=o.arn)
+  return OssSettings(endpoints=o.ossHost, role_arn=o.arn)
 
 
-class OssFileSystem(FileSystem):
+class OssFileSystem(FileSystem, storage.Storage):
 
-  CHUNK_SIZE = ossio.MAX_DELETE_BATCH
+  CHUNK_SIZE = oss_io.MAX_DELETE_BATCH
 
   def __init__(self, pipeline_options):
     super().__init__(pipeline_options)
-    self._io = ossio.OssIO(settings_from(pipeline_options))
+    self._io = oss_io.OssIO(settings_from(pipeline_options))
 
   @classmethod
   def scheme(cls):
     return 'oss'
 
   def join(self, basepath, *paths):
-    if not basepath.startswith(ossio.PREFIX):
+    if not basepath.startswith(PREFIX):
       raise ValueError(f'Basepath {basepath!r} must be an OSS path.')
     path = basepath
     for p in paths:
@@ -58,12 +62,12 @@ class OssFileSystem(FileSystem):
 
   def split(self, path):
     path = path.strip()
-    if not path.startswith(ossio.PREFIX):
+    if not path.startswith(PREFIX):
       raise ValueError(f'Path {path!r} must be an OSS path.')
-    head, _, tail = path[len(ossio.PREFIX):].rpartition('/')
+    head, _, tail = path[len(PREFIX):].rpartition('/')
     if not head:
       return path, ''
-    return ossio.PREFIX + head, tail
+    return PREFIX + head, tail
 
   def mkdirs(self, path):
     pass  # object stores have no directories
@@ -85,11 +89,11 @@ class OssFileSystem(FileSystem):
       # Large reads go in part-sized ranges, small ones through a buffer:
       # each range is one GET.
       raw = io.BufferedReader(
-          DownloaderStream(ossio.OssDownloader(self._io, path),
-                           read_buffer_size=ossio.PART_SIZE, mode=mode),
+          DownloaderStream(oss_io.OssDownloader(self._io, path),
+                           read_buffer_size=oss_io.PART_SIZE, mode=mode),
           buffer_size=1 << 20)
     else:
-      raw = UploaderStream(ossio.OssUploader(self._io, path, mime_type),
+      raw = UploaderStream(oss_io.OssUploader(self._io, path, mime_type),
                            mode=mode)
     if compression_type == CompressionTypes.UNCOMPRESSED:
       return raw
@@ -151,10 +155,6 @@ class OssFileSystem(FileSystem):
       return FileMetadata(p, info.size, info.last_updated)
     return self._wrap('metadata', meta, path)
 
-  def delete_object(self, path):
-    """Deletes one object, never a prefix (the job's own files)."""
-    self._wrap('delete', self._io.delete, path)
-
   def has_children(self, path) -> bool:
     """Whether objects exist under path/ (a 'directory')."""
     prefix = path.rstrip('/') + '/'
@@ -174,28 +174,31 @@ class OssFileSystem(FileSystem):
     if errors:
       raise BeamIOError('Delete operation failed', errors)
 
-  def read_object(self, path, max_bytes, timeout=None):
-    """A whole object in one request, within timeout seconds in all; raises
-    ossio.TooLarge over the cap, else the OSErrors of ossio.to_io_error."""
+  # -- storage.Storage ---------------------------------------------------
+  def read_object(self, path, cap, timeout=None):
+    """A whole object in one request, within timeout seconds in all."""
     # No retries here: the fetch stage retries with its own policy.
-    return self._io.read(path, max_bytes, retry=False, timeout=timeout)
+    return self._io.read(path, cap, retry=False, timeout=timeout)
 
-  def concatenate(self, sources, destination) -> bool:
-    """Server-side concatenation when OSS allows it (parts >= 100 KiB);
-    False tells the caller to stream the bytes instead."""
-    if not all(s.startswith(ossio.PREFIX) for s in sources):
-      return False
-    sizes = [self._io.stat(s).size for s in sorted(sources)]
-    nonempty = [(s, n) for s, n in zip(sorted(sources), sizes) if n]
-    if not nonempty or not ossio.OssIO.can_compose([n for _, n in nonempty]):
-      return False
-    self._io.compose([s for s, _ in nonempty], destination,
-                     [n for _, n in nonempty])
-    return True
+  def concatenate(self, sources, target) -> bool:
+    """Server-side when OSS allows it (parts >= 100 KiB), else streamed."""
+    if all(s.startswith(PREFIX) for s in sources):
+      sizes = [self._io.stat(s).size for s in sources]
+      nonempty = [(s, n) for s, n in zip(sources, sizes) if n]
+      if nonempty and oss_io.OssIO.can_compose([n for _, n in nonempty]):
+        self._io.compose([s for s, _ in nonempty], target,
+                         [n for _, n in nonempty])
+        return True   # a multipart completion is atomic
+    storage.copy_streams(sources, target)
+    return False
+
+  def delete_object(self, path):
+    """Deletes one object, never a prefix (the job's own files)."""
+    self._io.delete(path)
 
   def report_lineage(self, path, lineage):
     try:
-      bucket, key = ossio.parse_path(path, object_optional=True)
+      bucket, key = parse_path(path, object_optional=True)
     except ValueError:
       return
     lineage.add('oss', bucket, *([key] if key else []), last_segment_sep='/')

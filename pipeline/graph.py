@@ -24,7 +24,7 @@ from ev_predict.transforms import (access, backends, inference, modelcache,
 from ev_predict.transforms.oss.filesystem import OssOptions
 from ev_predict.transforms import record as rec
 from ev_predict.transforms.decode import DecodeConfig, prepare_record
-from ev_predict.transforms.fetch import FetchConfig, Fetcher
+from ev_predict.transforms.fetch import FetchConfig, Fetcher, needs_fetch
 from ev_predict.transforms.parallel import BACKGROUND_NICE, ThreadedMap
 from ev_predict.transforms.write import OutputPaths, WriteOutputs, launcher_identity
 
@@ -329,11 +329,12 @@ def _check_writable(path: str) -> None:
     raise UsageError(f'output folder {parent} is not writable')
 
 
-def _make_fetcher(config: FetchConfig):
-  return Fetcher(config)
+def _make_fetcher(config: FetchConfig, metrics):
+  return Fetcher(config, attempts=metrics.attempts)
 
 
-def _make_preparer(config: DecodeConfig, encoded_input: bool):
+def _make_preparer(config: DecodeConfig, encoded_input: bool, metrics):
+  del metrics  # a decode reports nothing the runner does not count
   return functools.partial(prepare_record, config=config,
                            encoded_input=encoded_input)
 
@@ -366,7 +367,8 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
           functools.partial(_make_fetcher, job.fetch),
           threads=job.values.fetch_threads,
           in_flight=job.values.fetch_threads * 2,
-          error_kind=rec.FETCH, nice=job.pool_nice))
+          error_kind=rec.FETCH, nice=job.pool_nice, stage='fetch',
+          needs=needs_fetch))
       # Enough decodes in flight to prepare the next batch while the model
       # runs on this one.
       | 'Decode' >> beam.ParDo(ThreadedMap(
@@ -374,7 +376,7 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
                             job.spec.encoded_input),
           threads=job.decode_threads,
           in_flight=max(job.decode_threads * 2, job.batch_size * 2),
-          error_kind=rec.DECODE, nice=job.pool_nice))
+          error_kind=rec.DECODE, nice=job.pool_nice, stage='decode'))
       | 'Classify' >> RunInference(handler)
       | 'WriteOutputs' >> WriteOutputs(
           job.paths, job.labels, lines_read, job.run_id, job.started_at,

@@ -252,7 +252,9 @@ class World:
 # -- the one-at-a-time reference ---------------------------------------------
 
 def _safe(stage, record, kind):
-  """As transforms.parallel.ThreadedMap runs a stage."""
+  """As transforms.parallel.ThreadedMap runs a stage: failed records pass."""
+  if not record.ok:
+    return record
   try:
     return stage(record)
   except Exception as e:  # pylint: disable=broad-except

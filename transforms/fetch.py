@@ -8,7 +8,7 @@ import random
 import stat
 import time
 import urllib.parse
-from typing import Tuple
+from typing import Callable, Optional, Tuple
 
 from ev_predict.transforms import access
 from ev_predict.transforms import http
@@ -45,11 +45,20 @@ class FetchConfig:
                                self.allow_local_files)
 
 
+def needs_fetch(record: Record) -> bool:
+  """Whether there is anything to fetch: a base64 line brings its data."""
+  return record.data is None and record.source is not None
+
+
 class Fetcher:
   """Thread-safe: one per worker process, called from many threads."""
 
-  def __init__(self, config: FetchConfig = FetchConfig()):
+  def __init__(self, config: FetchConfig = FetchConfig(),
+               attempts: Optional[Callable[[int], None]] = None):
+    """attempts, if given, hears how many attempts each read took (from the
+    calling thread; the stage's metrics collect them)."""
     self._config = config
+    self._attempts = attempts or (lambda count: None)
     # urllib3 logs request lines at DEBUG: a presigned URL's signature.
     redact.install()
     self._access = config.access_policy
@@ -59,7 +68,8 @@ class Fetcher:
     self._http = http.HttpClient(config, self._access)
 
   def __call__(self, record: Record) -> Record:
-    if not record.ok or record.data is not None or record.source is None:
+    """A good record (the stage runner passes failed ones on) -> with data."""
+    if not needs_fetch(record):
       return record
     refusal = self._access.refusal(record.source)
     if refusal:
@@ -67,9 +77,12 @@ class Fetcher:
     attempt = 0
     while True:
       try:
-        return record.but(data=self.read(record.source))
+        data = self.read(record.source)
+        self._attempts(attempt + 1)
+        return record.but(data=data)
       except FetchError as e:
         if not e.transient or attempt >= self._config.retries:
+          self._attempts(attempt + 1)
           suffix = f' (after {attempt + 1} attempts)' if attempt else ''
           return record.fail(e.kind, f'{e}{suffix}')
       delay = self._config.backoff * (2 ** attempt)

@@ -17,6 +17,7 @@ from apache_beam.ml.inference.base import ModelHandler
 
 from ev_predict.transforms import backends
 from ev_predict.transforms import record as rec
+from ev_predict.transforms.metrics import NAMESPACE, StageMetrics
 from ev_predict.transforms.record import Record
 
 _LOG = logging.getLogger(__name__)
@@ -292,6 +293,7 @@ class SavedModelHandler(ModelHandler[Record, Record, LoadedModel]):
     self._threads = intra_op_threads
     # Callable that returns a local directory for the model (OSS caches it).
     self._local_model_path = local_model_path
+    self._metrics = None
 
   def load_model(self) -> LoadedModel:
     if self._threads:
@@ -321,15 +323,30 @@ class SavedModelHandler(ModelHandler[Record, Record, LoadedModel]):
   def run_inference(self, batch: Sequence[Record], model: LoadedModel,
                     inference_args: Optional[Dict[str, Any]] = None
                     ) -> Iterable[Record]:
-    """Failed records pass through untouched (every line reaches the sink
-    through this one stage); the others are classified."""
+    """The guard of this stage: failed records keep their place, untouched
+    and never sent to the model (every line reaches the sink through this
+    one stage); the others are classified."""
     del inference_args
     batch = list(batch)
-    ready = [i for i, r in enumerate(batch) if r.ok]
+    out = list(batch)
+    ready = [i for i, r in enumerate(out) if r.ok]
     if ready:
-      for i, r in zip(ready, self._classify([batch[i] for i in ready], model)):
-        batch[i] = r
-    return batch
+      for i, r in zip(ready, self._classify([out[i] for i in ready], model)):
+        out[i] = r
+    metrics = self._stage_metrics()
+    for before, after in zip(batch, out):
+      if before.ok:
+        metrics.completed(after)
+      else:
+        metrics.passed()
+    return out
+
+  def _stage_metrics(self) -> StageMetrics:
+    # Made on first use, on the bundle thread: a handler has no setup() of
+    # its own (Beam's RunInference times the batches itself).
+    if self._metrics is None:
+      self._metrics = StageMetrics(self.get_metrics_namespace(), 'classify')
+    return self._metrics
 
   def _classify(self, batch: List[Record], model: LoadedModel) -> List[Record]:
     try:
@@ -356,4 +373,4 @@ class SavedModelHandler(ModelHandler[Record, Record, LoadedModel]):
     return {'accelerator': self._accelerator} if self._accelerator else {}
 
   def get_metrics_namespace(self) -> str:
-    return 'ev_predict'
+    return NAMESPACE

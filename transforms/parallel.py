@@ -17,11 +17,13 @@ import concurrent.futures
 import logging
 import os
 import threading
-from typing import Callable
+import time
+from typing import Callable, NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam.utils.windowed_value import WindowedValue
 
+from ev_predict.transforms.metrics import NAMESPACE, StageMetrics
 from ev_predict.transforms.record import Record
 
 _LOG = logging.getLogger(__name__)
@@ -44,22 +46,48 @@ def lower_priority(nice: int) -> None:
     _LOG.debug('thread priority unchanged: %s', e)
 
 
-class ThreadedMap(beam.DoFn):
+class _Done(NamedTuple):
+  record: Record
+  latency_us: Optional[int]    # None: passed through, the function not called
+  raised: bool
 
-  def __init__(self, make_fn: Callable[[], Callable[[Record], Record]],
+
+class ThreadedMap(beam.DoFn):
+  """Runs one stage function over records, on a pool.
+
+  The stage's guard lives here: a failed record passes through without the
+  function being called (and leaves at once: nothing is waiting for it, and
+  failures need no order), and so does a good record that needs says has no
+  work for this stage (it keeps its place among the good ones). The function
+  thus only ever sees records it has work for, and never needs its own
+  "if not record.ok". A function that raises fails its record with
+  error_kind, never the bundle.
+
+  Metrics are counted here too, in one StageMetrics built in setup()
+  (transforms/metrics.py: why only this thread may file them)."""
+
+  def __init__(self, make_fn: Callable[[StageMetrics],
+                                       Callable[[Record], Record]],
                threads: int, in_flight: int, error_kind: str,
-               nice: int = 0):
-    """make_fn builds the per-worker function in setup() (clients, pools);
-    error_kind labels a record whose function raised unexpectedly; nice is
-    the pool threads' scheduling priority (0: the process's own)."""
+               nice: int = 0, *, stage: str,
+               needs: Optional[Callable[[Record], bool]] = None):
+    """make_fn builds the per-worker function in setup() (clients, pools),
+    given the stage's metrics for counts only the function knows (fetch
+    attempts); error_kind labels a record whose function raised; nice is
+    the pool threads' scheduling priority (0: the process's own); stage
+    names the metrics; needs (default: every good record) picks the good
+    records the function has work for."""
     self._make_fn = make_fn
     self._threads = max(1, threads)
     self._in_flight = max(self._threads, in_flight)
     self._error_kind = error_kind
     self._nice = nice
+    self._stage = stage
+    self._needs = needs
 
   def setup(self):
-    self._fn = self._make_fn()
+    self._metrics = StageMetrics(NAMESPACE, self._stage)
+    self._fn = self._make_fn(self._metrics)
     self._pool = concurrent.futures.ThreadPoolExecutor(
         self._threads, thread_name_prefix='ev-predict',
         initializer=lower_priority, initargs=(self._nice,))
@@ -68,21 +96,28 @@ class ThreadedMap(beam.DoFn):
   def start_bundle(self):
     self._pending.clear()
 
-  def _safe_call(self, record: Record) -> Record:
-    if not record.ok:
-      return record
+  def _call(self, record: Record) -> _Done:
+    """On a pool thread: the function's record and how long it took."""
+    start = time.perf_counter()
     try:
-      return self._fn(record)
+      out, raised = self._fn(record), False
     except Exception as e:  # a bug in a stage must not lose the line
-      return record.fail(self._error_kind, f'{type(e).__name__}: {e}')
+      out = record.fail(self._error_kind, f'{type(e).__name__}: {e}')
+      raised = True
+    return _Done(out, int((time.perf_counter() - start) * 1e6), raised)
 
   def process(self, record, window=beam.DoFn.WindowParam,
               timestamp=beam.DoFn.TimestampParam):
     if not record.ok:
+      self._metrics.passed()
       yield record
       return
-    self._pending.append(
-        (self._pool.submit(self._safe_call, record), timestamp, window))
+    if self._needs is None or self._needs(record):
+      future = self._pool.submit(self._call, record)
+    else:
+      future = concurrent.futures.Future()
+      future.set_result(_Done(record, None, False))
+    self._pending.append((future, timestamp, window))
     while self._pending and (len(self._pending) >= self._in_flight or
                              self._pending[0][0].done()):
       yield self._emit(self._pending.popleft())
@@ -96,7 +131,14 @@ class ThreadedMap(beam.DoFn):
     if pool is not None:
       pool.shutdown(wait=False, cancel_futures=True)
 
-  @staticmethod
-  def _emit(entry):
+  def _emit(self, entry):
     future, timestamp, window = entry
-    return WindowedValue(future.result(), timestamp, [window])
+    done = future.result()
+    if done.latency_us is None:
+      self._metrics.passed()
+    else:
+      self._metrics.completed(done.record, done.latency_us, done.raised)
+    # What the function reported for this record (and maybe for later ones)
+    # is buffered by now: filed here, on the bundle thread.
+    self._metrics.publish()
+    return WindowedValue(done.record, timestamp, [window])

@@ -23,10 +23,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
 from ev_predict.transforms import storage
 from ev_predict.transforms.format import Formatter
+from ev_predict.transforms.metrics import OutcomeMetrics
 from ev_predict.transforms.record import Record
 
 _LOG = logging.getLogger(__name__)
@@ -339,20 +339,14 @@ class _FormatFn(beam.DoFn):
   def setup(self):
     watch_launcher(self._launcher)
     self._format = Formatter(self._labels)
-    self._ok = Metrics.counter('ev_predict', 'succeeded')
-    self._failed = Metrics.counter('ev_predict', 'failed')
+    self._metrics = OutcomeMetrics()
     self._seen = {'ok': 0, 'failed': 0}
     self._started = self._last = time.monotonic()
 
   def process(self, record: Record):
     outcome, line = self._format(record)
-    if outcome == 'ok':
-      self._ok.inc()
-      self._seen['ok'] += 1
-    else:
-      self._failed.inc()
-      self._seen['failed'] += 1
-      Metrics.counter('ev_predict', f'failed_{outcome}').inc()
+    self._metrics.outcome(outcome)
+    self._seen['ok' if outcome == 'ok' else 'failed'] += 1
     now = time.monotonic()
     if self._progress_every and now - self._last >= self._progress_every:
       self._last = now
@@ -403,10 +397,11 @@ class WriteOutputs(beam.PTransform):
               | 'Outcomes' >> beam.Keys()
               | 'CountOutcomes' >> beam.combiners.Count.PerElement()
               | 'OutcomeTable' >> beam.combiners.ToDict())
-    # Which backend classified how many images ('auto' decides per worker).
+    # Which backend classified how many images ('auto' decides per worker):
+    # only the model handler sets it, on the records it classified.
     backends = (records
                 | 'Backends' >> beam.FlatMap(
-                    lambda r: [r.backend] if r.ok and r.backend else [])
+                    lambda r: [r.backend] if r.backend else [])
                 | 'CountBackends' >> beam.combiners.Count.PerElement()
                 | 'BackendTable' >> beam.combiners.ToDict())
     return (

@@ -29,6 +29,8 @@ setuptools.setup(
     ],
     extras_require={
         'test': ['pytest>=8', 'pytest-timeout', 'scikit-learn'],
+        # The benchmark's corpus is made from scikit-image's sample photos.
+        'bench': ['scikit-image'],
     },
     entry_points={'console_scripts': ['ev-predict=ev_predict.pipeline.cli:main']},
 )

@@ -1,6 +1,6 @@
 """Does OpenVINO bf16 agree with f32 on a trained model's real inputs?
 
-    .venv/bin/python bench/bf16_agreement.py [--model build/demo_model]
+    .venv/bin/python -m bench.bf16_agreement [--model build/demo_model]
 
 Runs the demo digit classifier (make demo builds it) on every held-out digit
 of scikit-learn's bundled data set, decoded and resized by our own decode
@@ -10,17 +10,14 @@ transforms.backends.THRESHOLDS['bf16'] requires.
 import argparse
 import io
 import json
-import os
-import sys
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ev_predict.transforms import backends  # pylint: disable=wrong-import-position
-from ev_predict.transforms.decode import DecodeConfig, decode_image  # pylint: disable=wrong-import-position
-from ev_predict.transforms.inference import inspect_saved_model, to_probabilities  # pylint: disable=wrong-import-position
+from ev_predict.transforms import backends
+from ev_predict.transforms.decode import DecodeConfig, decode_image
+from ev_predict.transforms.inference import (inspect_saved_model,
+                                            to_probabilities)
 
 
 def held_out_digits():

@@ -2,7 +2,9 @@
 with 0 and 20 ms added to every request, marginal throughput from two list
 sizes (so start-up cost cancels out).
 
-    .venv/bin/python bench/oss_latency.py [--sizes 200,600] [--latency 0.02]
+    .venv/bin/python -m bench.oss_latency [--sizes 200,600] [--latency 0.02]
+
+(from the repository root: it uses the test suite's fake OSS server).
 
 Images are ~500x375 JPEG crops of scikit-image's sample photographs; the model
 is a tiny one so that fetching, not inference, is what could limit the run.
@@ -15,17 +17,14 @@ import io
 import json
 import multiprocessing
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from tests import models  # pylint: disable=wrong-import-position
-from tests.fakes.oss_server import OssServer  # pylint: disable=wrong-import-position
+from tests import models
+from tests.fakes.oss_server import OssServer
 
 ID, SECRET = 'bench-id', 'bench-secret'
 

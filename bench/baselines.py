@@ -106,7 +106,7 @@ def _beam_example_pipeline(p, filelist: str, model: str, output: str,
 
 
 def fn_api_runner(options):
-  """What pipeline/cli.py make_runner() returns for DirectRunner: Beam's
+  """What pipeline/launcher.py make_runner() returns for DirectRunner: Beam's
   FnApiRunner directly (DirectRunner would first try to download Prism)."""
   from apache_beam.portability.api import beam_provision_api_pb2
   from apache_beam.runners.portability.fn_api_runner import fn_runner

@@ -91,9 +91,9 @@ def fill(server, images, sizes, model_dir):
 
 
 def run_job(server, name, size):
-  from ev_predict.pipeline import cli  # pylint: disable=import-outside-toplevel
+  from ev_predict.pipeline import launcher  # pylint: disable=import-outside-toplevel
   start = time.perf_counter()
-  summary = cli.run([
+  summary = launcher.run([
       '-Dmodel_path=oss://models/m', f'-Dinput_oss_file=oss://data/list-{size}.txt',
       f'-Doutput_oss_file=oss://out/{name}/result.txt',
       f'-DossHost={server.endpoint}', '-Dmax_error_ratio=0'])

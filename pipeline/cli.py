@@ -8,9 +8,6 @@ import sys
 from typing import List, Optional
 
 from ev_predict.pipeline import launcher, parameters, submit
-# The launcher's API, which tests, bench/ and scripts call as cli.run(...).
-from ev_predict.pipeline.launcher import (  # pylint: disable=unused-import
-    UsageError, make_options, run)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -14,7 +14,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from ev_predict.pipeline.parameters import (FLOAT, INT, PARAMETERS,
                                             ParameterError,
                                             unknown_parameter)
-from ev_predict.transforms.oss.filesystem import OssOptions
+# Registers OssOptions' flags (check_beam_flags walks the registered classes).
+from ev_predict.transforms.oss.filesystem import OssOptions  # pylint: disable=unused-import  # noqa: F401
 
 
 class UsageError(ValueError):

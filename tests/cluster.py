@@ -90,6 +90,6 @@ def worker_environment(tmp_path_factory):
 
 def run_and_read(argv, out):
   """(result lines, error lines, summary) of an in-process job."""
-  from ev_predict.pipeline import cli  # pylint: disable=import-outside-toplevel
-  summary = cli.run(argv + [f'-Doutput_oss_file={out}'])
+  from ev_predict.pipeline import launcher  # pylint: disable=import-outside-toplevel
+  summary = launcher.run(argv + [f'-Doutput_oss_file={out}'])
   return read_lines(out), read_lines(f'{out}.errors'), summary

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ev_predict.pipeline import cli
+from ev_predict.pipeline import launcher
 from ev_predict.pipeline.options import UsageError
 from tests.conftest import write_image
 from tests.helpers import run_job, split_output_line
@@ -117,7 +117,7 @@ def test_local_files_can_be_refused(tmp_path, model_dirs, http_server):
                                name='local')
   assert len(results) == 2 and not errors
   with pytest.raises(UsageError, match='allow_local_files'):
-    cli.run([f'-Dmodel_path={model_dirs["uint8"]}',
+    launcher.run([f'-Dmodel_path={model_dirs["uint8"]}',
              f'-Dinput_oss_file={tmp_path / "nolocal.txt"}',
              f'-Doutput_oss_file={tmp_path / "x" / "r.txt"}',
              '-Dallow_local_files=maybe'])

@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from ev_predict.pipeline import cli
+from ev_predict.pipeline import launcher
 from tests.cluster import (free_port, mixed_file_list, run_and_read,
                            run_oss_job_keeping_the_secret, run_script,
                            worker_environment)
@@ -102,7 +102,7 @@ def test_flink_matches_direct_runner(tmp_path, model_dirs, http_server,
   try:
     flink = run_and_read(common + flink_cluster.flags + [
         '--parallelism=2',
-        # Beam's Java runner only knows WARN (cli.py's default is WARNING).
+        # Beam's Java runner only knows WARN (launcher.py's default is WARNING).
         '--default_sdk_harness_log_level=WARN',
     ], tmp_path / 'flink' / 'result.txt')
   except Exception:
@@ -160,7 +160,7 @@ def test_submit_flink_template(tmp_path, model_dirs, flink_cluster,
     print(flink_cluster.logs())
   assert code == 0
   assert len(flink_cluster.finished_jobs() - before) == 1
-  cli.run(job + [f'-Doutput_oss_file={direct_out}'])
+  launcher.run(job + [f'-Doutput_oss_file={direct_out}'])
   assert sorted(read_lines(out)) == sorted(read_lines(direct_out))
   assert len(read_lines(out)) == 6
   assert [split_output_line(l)[1]['error']
@@ -259,7 +259,7 @@ def test_killed_taskmanager_job_still_exactly_once(tmp_path, model_dirs,
   thread = threading.Thread(target=killer, daemon=True)
   thread.start()
   try:
-    summary = cli.run(argv)
+    summary = launcher.run(argv)
   except Exception:
     print(flink_cluster.logs())
     raise

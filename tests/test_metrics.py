@@ -10,7 +10,7 @@ import apache_beam as beam
 
 from tests.conftest import write_image
 from tests.test_parallel import _map, _pipeline, failed, good
-from ev_predict.pipeline import cli, graph
+from ev_predict.pipeline import launcher, graph
 from ev_predict.transforms import metrics as stage_metrics
 
 
@@ -80,12 +80,12 @@ def test_a_job_files_exact_counts_per_stage_and_kind(tmp_path, model_dirs,
   lines = _job_lines(tmp_path, http_server)
   listing = tmp_path / 'list.txt'
   listing.write_text('\n'.join(lines) + '\n')
-  options = cli.make_options([
+  options = launcher.make_options([
       f'-Dmodel_path={model_dirs["uint8"]}', f'-Dinput_oss_file={listing}',
       f'-Doutput_oss_file={tmp_path / "out" / "result.txt"}',
       '-Dfetch_retries=2', '-Dmax_error_ratio=1'])
   job = graph.plan(options)
-  p = beam.Pipeline(runner=cli.make_runner(options), options=options)
+  p = beam.Pipeline(runner=launcher.make_runner(options), options=options)
   graph.build_pipeline(p, options, job)
   result = p.run()
   result.wait_until_finish()

@@ -146,8 +146,8 @@ def test_everything_on_oss_equals_local(tmp_path, oss_env, model_dirs):
 
 
 def _run_oss_job(server, tmp_path, name, extra=()):
-  from ev_predict.pipeline import cli
-  return cli.run([
+  from ev_predict.pipeline import launcher
+  return launcher.run([
       '-Dmodel_path=oss://models/m/uint8',
       '-Dinput_oss_file=oss://data/lists/list.txt',
       f'-Doutput_oss_file=oss://out/{name}/result.txt',
@@ -204,8 +204,8 @@ def test_allow_list(tmp_path, oss_env, model_dirs):
   server.put('data', 'lists/list.txt', server.get('data', 'lists/list.txt') +
              b'oss://secret/payroll.jpg\noss://data/../secret/x.jpg\n')
   server.requests.clear()
-  from ev_predict.pipeline import cli
-  summary = cli.run([
+  from ev_predict.pipeline import launcher
+  summary = launcher.run([
       '-Dmodel_path=oss://models/m/uint8',
       '-Dinput_oss_file=oss://data/lists/list.txt',
       '-Doutput_oss_file=oss://out/allow/result.txt',
@@ -227,8 +227,8 @@ def test_allow_list(tmp_path, oss_env, model_dirs):
             '-Dbuckets=oss://models/m/,oss://data/lists/,oss://out/']
     key = bad[0].split('=')[0]
     argv = [a for a in argv if not a.startswith(key + '=')] + bad
-    with pytest.raises(cli.UsageError, match='outside -Dbuckets'):
-      cli.run(argv)
+    with pytest.raises(launcher.UsageError, match='outside -Dbuckets'):
+      launcher.run(argv)
 
 
 def test_secret_never_leaks(tmp_path, oss_env, model_dirs):
@@ -269,9 +269,9 @@ def test_secret_never_leaks(tmp_path, oss_env, model_dirs):
       split_output_line(l)[0] for l in results if b'?' in l)
   for key in server.keys('out'):
     assert secret not in server.get('out', key), key
-  from ev_predict.pipeline import cli, graph
+  from ev_predict.pipeline import launcher, graph
   import apache_beam as beam
-  options = cli.make_options(argv)
+  options = launcher.make_options(argv)
   assert OSS_SECRET not in repr(options.get_all_options())
   p = beam.Pipeline(options=options)
   graph.build_pipeline(p, options)

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from ev_predict.pipeline import cli
+from ev_predict.pipeline import cli, launcher
 from tests.conftest import write_image
 from tests.helpers import read_lines, split_output_line
 
@@ -264,7 +264,7 @@ def test_non_utf8_lines_are_echoed_and_never_kill_the_job(tmp_path,
   listing.write_bytes(b'\n'.join(found + missing + [json_bad]) + b'\n')
   out = tmp_path / 'o' / 'res.txt'
   argv = [f'-Dmodel_path={model_dirs["uint8"]}', '-Dmax_error_ratio=1']
-  summary = cli.run(argv + [f'-Dinput_oss_file={listing}',
+  summary = launcher.run(argv + [f'-Dinput_oss_file={listing}',
                             f'-Doutput_oss_file={out}'])
   assert sorted(split_output_line(l)[0] for l in read_lines(out)) == \
       sorted(found)
@@ -285,7 +285,7 @@ def test_non_utf8_lines_are_echoed_and_never_kill_the_job(tmp_path,
   bad = [good[:40] + b'\xff\xfe' + good[40:], b'data:image/png;base64,\xfe',
          b'{"image": "\xff"}']
   listing.write_bytes(b'\n'.join([good] + bad) + b'\n')
-  summary = cli.run(argv + [f'-Dinput_oss_file={listing}',
+  summary = launcher.run(argv + [f'-Dinput_oss_file={listing}',
                             f'-Doutput_oss_file={out}',
                             '-Dimage_type=base64'])
   assert [split_output_line(l)[0] for l in read_lines(out)] == [good]

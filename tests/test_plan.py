@@ -2,13 +2,13 @@
 one message each and all of them at once; and the JobPlan fields derived
 from the parameters (defaults that scale with the cores, the accelerator
 hint, the decode threads' priority). Through the public path only: argv ->
-cli.make_options -> graph.plan."""
+launcher.make_options -> graph.plan."""
 import os
 import re
 
 import pytest
 
-from ev_predict.pipeline import cli, graph
+from ev_predict.pipeline import launcher, graph
 from ev_predict.pipeline.options import UsageError
 from ev_predict.transforms import parallel
 from tests import models
@@ -24,7 +24,7 @@ PATHS = ['-Dmodel_path=/nowhere/m', '-Dinput_oss_file=/nowhere/in.txt',
 def _problems(argv):
   """The messages of the UsageError that plan() raises for argv."""
   with pytest.raises(UsageError) as e:
-    graph.plan(cli.make_options(argv))
+    graph.plan(launcher.make_options(argv))
   return str(e.value).split('; ')
 
 
@@ -44,7 +44,7 @@ def test_required_parameters():
 ])
 def test_numbers_must_parse(arg, message):
   with pytest.raises(UsageError) as e:
-    graph.plan(cli.make_options(PATHS + [arg]))
+    graph.plan(launcher.make_options(PATHS + [arg]))
   assert str(e.value) == message
 
 
@@ -63,7 +63,7 @@ def test_numbers_must_parse(arg, message):
 ])
 def test_choices(arg, message):
   with pytest.raises(UsageError) as e:
-    graph.plan(cli.make_options(PATHS + [arg]))
+    graph.plan(launcher.make_options(PATHS + [arg]))
   assert str(e.value) == message
 
 
@@ -92,7 +92,7 @@ def test_choices(arg, message):
 ])
 def test_bounds_and_forms(arg, message):
   with pytest.raises(UsageError) as e:
-    graph.plan(cli.make_options(PATHS + [arg]))
+    graph.plan(launcher.make_options(PATHS + [arg]))
   assert str(e.value) == message
 
 
@@ -141,7 +141,7 @@ def job(tmp_path, model_dirs):
           f'-Doutput_oss_file={tmp_path / "out" / "r.txt"}']
 
   def make(*params):
-    return graph.plan(cli.make_options(base + list(params)))
+    return graph.plan(launcher.make_options(base + list(params)))
   make.tmp_path = tmp_path
   return make
 

@@ -19,7 +19,7 @@ import urllib.request
 
 import pytest
 
-from ev_predict.pipeline import cli, submit
+from ev_predict.pipeline import launcher, submit
 from tests.cluster import (free_port, mixed_file_list, run_and_read,
                            run_oss_job_keeping_the_secret, run_script,
                            worker_environment)
@@ -199,7 +199,7 @@ def test_submit_spark_template(tmp_path, model_dirs, spark_cluster,
     print(spark_cluster.logs())
   assert code == 0
   assert len(set(spark_cluster.finished_apps()) - set(before)) == 1
-  cli.run(job + [f'-Doutput_oss_file={direct_out}'])
+  launcher.run(job + [f'-Doutput_oss_file={direct_out}'])
   assert sorted(read_lines(out)) == sorted(read_lines(direct_out))
   assert len(read_lines(out)) == 6
   assert [split_output_line(l)[1]['error']

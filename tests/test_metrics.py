@@ -31,6 +31,12 @@ def query(result):
   return counters, dists
 
 
+def run_and_query(p):
+  result = p.run()
+  result.wait_until_finish()
+  return query(result)
+
+
 def stage(counters, name):
   return {k[len(name) + 1:]: v for k, v in counters.items()
           if k.startswith(name + '_')}
@@ -46,9 +52,7 @@ def test_stage_metrics_filed_from_pool_threads_are_counted():
        | beam.ParDo(_map('metrics', needs=lambda r: r.data is None,
                          raise_on=(b'1', b'2'), fail_on=(b'3',),
                          delay=0.002)))
-  result = p.run()
-  result.wait_until_finish()
-  counters, dists = query(result)
+  counters, dists = run_and_query(p)
   assert stage(counters, 'test') == {
       'in': 15, 'passed': 5, 'ok': 7, 'failed_fetch': 2,
       'failed_not_found': 1, 'exceptions': 2}
@@ -87,9 +91,7 @@ def test_a_job_files_exact_counts_per_stage_and_kind(tmp_path, model_dirs,
   job = graph.plan(options)
   p = beam.Pipeline(runner=launcher.make_runner(options), options=options)
   graph.build_pipeline(p, options, job)
-  result = p.run()
-  result.wait_until_finish()
-  counters, dists = query(result)
+  counters, dists = run_and_query(p)
 
   # 14 lines: 4 good files, 2 missing, 2 text files, 2 bad lines, 2 inline
   # images, 1 flaky URL (served on its 3rd attempt), 1 HTTP 500.

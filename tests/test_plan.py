@@ -34,6 +34,13 @@ def test_required_parameters():
   assert _problems(PATHS[:2] + ['-Doutput_oss_file=']) == REQUIRED[2:]
 
 
+def _refusal(arg):
+  """The one-line message plan() refuses PATHS + [arg] with."""
+  with pytest.raises(UsageError) as e:
+    graph.plan(launcher.make_options(PATHS + [arg]))
+  return str(e.value)
+
+
 @pytest.mark.parametrize('arg, message', [
     ('-Dnum_worker=two', "-Dnum_worker must be an integer, not 'two'"),
     ('-Dbatch_size=1.5', "-Dbatch_size must be an integer, not '1.5'"),
@@ -43,9 +50,7 @@ def test_required_parameters():
     ('-Dmax_error_ratio=5%', "-Dmax_error_ratio must be a number, not '5%'"),
 ])
 def test_numbers_must_parse(arg, message):
-  with pytest.raises(UsageError) as e:
-    graph.plan(launcher.make_options(PATHS + [arg]))
-  assert str(e.value) == message
+  assert _refusal(arg) == message
 
 
 @pytest.mark.parametrize('arg, message', [
@@ -62,9 +67,7 @@ def test_numbers_must_parse(arg, message):
      'supported: classifier'),
 ])
 def test_choices(arg, message):
-  with pytest.raises(UsageError) as e:
-    graph.plan(launcher.make_options(PATHS + [arg]))
-  assert str(e.value) == message
+  assert _refusal(arg) == message
 
 
 @pytest.mark.parametrize('arg, message', [
@@ -91,9 +94,7 @@ def test_choices(arg, message):
     ('-Dpixel_mean=1,a', '-Dpixel_mean must be comma-separated numbers'),
 ])
 def test_bounds_and_forms(arg, message):
-  with pytest.raises(UsageError) as e:
-    graph.plan(launcher.make_options(PATHS + [arg]))
-  assert str(e.value) == message
+  assert _refusal(arg) == message
 
 
 @pytest.mark.parametrize('mean, std', [('1,2', '1'), ('1', '1,2'),

@@ -9,6 +9,8 @@
 #   make test-spark  the same job on a local Spark standalone cluster and on
 #                  DirectRunner (scripts/spark-cluster.sh; first run downloads
 #                  Spark and Beam's Spark runner into build/spark/)
+#   make docs      regenerate docs/parameters.md's table from
+#                  pipeline/parameters.py
 #   make clean     stop local Flink/Spark clusters, remove build/
 
 PYTHON ?= python3
@@ -21,7 +23,7 @@ DEMO_RESULT := build/demo/result.txt
 DEMO_FILELIST := examples/data/filelist.txt
 
 .DEFAULT_GOAL := install
-.PHONY: install .venv demo test test-flink test-spark clean samples
+.PHONY: install .venv demo test test-flink test-spark clean samples docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +46,11 @@ demo: $(STAMP)
 # Regenerates the bundled sample images (committed; rarely needed).
 samples: $(STAMP)
 	$(BIN)/python examples/make_sample_images.py
+
+# The parameter table in docs/parameters.md (tests/test_parameters.py fails
+# when it is stale).
+docs: $(STAMP)
+	$(BIN)/python -m ev_predict.pipeline.parameters --write docs/parameters.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

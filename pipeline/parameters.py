@@ -2,15 +2,17 @@
 
 The table below is the only place a parameter's type, default, choices,
 bounds and help live. From it come the option classes (EvPredictOptions, and
-OssOptions that workers read), the checks (``parse``), ``ev-predict --help``,
-the README's parameter table (``--markdown``; a test keeps README in step)
-and the templates' ``# empty:`` comments (checked by the same test).
+OssOptions that workers read), the checks of each value (``parse``; those
+between parameters are pipeline/graph.py's check_parameters), ``ev-predict
+--help`` and docs/parameters.md's table (``--write docs/parameters.md``, or
+``make docs``). Tests keep that file and the templates' ``# empty:`` comments
+in step with it (tests/test_parameters.py).
 
 Adding a parameter is one ``Parameter(...)`` entry here, plus its use
 (``job.values.<name>`` in the pipeline).
 
 Standard library only: transforms/ (the OSS file system on workers) imports it.
-Texts are written with `backticks` for literals: README shows them as code,
+Texts are written with `backticks` for literals: docs/ shows them as code,
 --help and templates without them.
 """
 import dataclasses
@@ -24,7 +26,7 @@ STR, INT, FLOAT, BOOL, CHOICE, SIZE, FLOATS = (
     'str', 'int', 'float', 'bool', 'choice', 'size', 'floats')
 KINDS = (STR, INT, FLOAT, BOOL, CHOICE, SIZE, FLOATS)
 
-# In this order in --help and README.
+# In this order in --help and docs/parameters.md.
 GROUPS = ('model', 'input', 'output', 'job', 'cluster', 'oss', 'inference',
           'fetch', 'decode')
 
@@ -364,16 +366,17 @@ def help_text() -> str:
 
 
 BEGIN, END = '<!-- parameters:begin -->', '<!-- parameters:end -->'
+# The generated file, and the command that regenerates it (named by the test
+# that finds it stale).
+DOCS = 'docs/parameters.md'
+WRITE_COMMAND = f'make docs (python -m ev_predict.pipeline.parameters --write {DOCS})'
 
 
 def markdown_table() -> str:
-  """README's parameter table, between BEGIN and END (markers included)."""
+  """docs/parameters.md's table, between BEGIN and END (markers included)."""
   lines = [BEGIN,
-           '<!-- generated from pipeline/parameters.py: python -m '
-           'ev_predict.pipeline.parameters --write-readme README.md -->',
-           '', 'Names in **bold** are PAI\'s own; the others are '
-           'ev-predict\'s.', '',
-           '| group | parameter | default | meaning |', '|---|---|---|---|']
+           f'<!-- generated from pipeline/parameters.py: {WRITE_COMMAND} -->',
+           '', '| group | parameter | default | meaning |', '|---|---|---|---|']
   for name in GROUPS:
     for i, p in enumerate(group(name)):
       shown = f'**`{p.name}`**' if p.pai else f'`{p.name}`'
@@ -385,17 +388,18 @@ def markdown_table() -> str:
   return '\n'.join(lines)
 
 
-def readme_block(text: str) -> Optional[str]:
-  """The generated block as it stands in a README's text (None: no block)."""
+def table_block(text: str) -> Optional[str]:
+  """The generated block as it stands in a document (None: no block)."""
   match = re.search(re.escape(BEGIN) + r'.*?' + re.escape(END), text, re.S)
   return match.group(0) if match else None
 
 
 def with_table(text: str) -> str:
-  """A README's text with its block replaced by the generated one."""
-  if readme_block(text) is None:
+  """A document's text with its block replaced by the generated one."""
+  block = table_block(text)
+  if block is None:
     raise ValueError(f'no {BEGIN} ... {END} block')
-  return text.replace(readme_block(text), markdown_table())
+  return text.replace(block, markdown_table())
 
 
 def main(argv: List[str]) -> int:
@@ -403,14 +407,14 @@ def main(argv: List[str]) -> int:
     print(markdown_table())
   elif argv == ['--help-text']:
     print(help_text())
-  elif len(argv) == 2 and argv[0] == '--write-readme':
+  elif len(argv) == 2 and argv[0] == '--write':
     with open(argv[1], encoding='utf-8') as f:
       text = f.read()
     with open(argv[1], 'w', encoding='utf-8') as f:
       f.write(with_table(text))
   else:
     sys.stderr.write('usage: python -m ev_predict.pipeline.parameters '
-                     '--markdown | --help-text | --write-readme README.md\n')
+                     f'--markdown | --help-text | --write {DOCS}\n')
     return 2
   return 0
 

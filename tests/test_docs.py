@@ -1,11 +1,14 @@
 """The docs hold together: every local link and anchor resolves, the README
-stays short, and every promise in docs/guarantees.md names tests that exist
-(the project's rule: each promise names the test that proves it)."""
+stays short and tables every error kind, and every promise in
+docs/guarantees.md names tests that exist (the project's rule: each promise
+names the test that proves it)."""
 import collections
 import pathlib
 import re
 
 import pytest
+
+from ev_predict.transforms import record
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = ROOT / 'README.md'
@@ -129,6 +132,16 @@ def test_readme_lists_every_promise():
   bullets = [l for l in readme['Guarantees'].splitlines() if l.startswith('- ')]
   assert len(bullets) == len(promised) and all(
       'docs/guarantees.md#' in b for b in bullets), bullets
+
+
+def test_readme_tables_every_error_kind():
+  """README's error-kind table and record.ERROR_KINDS hold the same kinds,
+  once each: adding a kind without documenting it fails here."""
+  errors = dict(_sections(README))['Errors']
+  rows = re.findall(r'^\| `(\w+)` \|', errors.split('| exit code |')[0], re.M)
+  assert errors.lstrip().startswith('| error kind |'), errors[:80]
+  assert sorted(rows) == sorted(record.ERROR_KINDS)
+  assert len(rows) == len(set(rows)), rows
 
 
 def test_code_points_at_docs_that_exist():

@@ -1,6 +1,6 @@
 """The parameter table (pipeline/parameters.py) and what is made or checked
-from it: the option classes, validation, --help, README's table and the
-templates' comments. Each check here fails when a copy drifts."""
+from it: the option classes, validation, --help, docs/parameters.md's table
+and the templates' comments. Each check here fails when a copy drifts."""
 import argparse
 import dataclasses
 import pathlib
@@ -164,15 +164,37 @@ def test_help_lists_every_parameter():
       assert line.endswith(f'[default: {p.text(p.default)}]')
 
 
-def test_readme_table_is_the_generated_one():
-  readme = (ROOT / 'README.md').read_text(encoding='utf-8')
-  block = parameters.readme_block(readme)
-  assert block is not None, 'README.md lost its parameters block'
+def test_docs_table_is_the_generated_one():
+  docs = (ROOT / parameters.DOCS).read_text(encoding='utf-8')
+  block = parameters.table_block(docs)
+  assert block is not None, f'{parameters.DOCS} lost its parameters block'
   assert block == parameters.markdown_table(), (
-      'README.md parameter table is stale: python -m '
-      'ev_predict.pipeline.parameters --write-readme README.md')
+      f'{parameters.DOCS} parameter table is stale: {parameters.WRITE_COMMAND}')
   for p in TABLE:
     assert f'`{p.name}`' in block
+  # The command the message names is the one `make docs` runs.
+  makefile = (ROOT / 'Makefile').read_text(encoding='utf-8')
+  recipe = re.search(r'^docs:.*\n((?:\t.*\n)+)', makefile, re.M)
+  assert recipe and 'make docs' in parameters.WRITE_COMMAND
+  assert ('$(BIN)/python -m ev_predict.pipeline.parameters --write '
+          f'{parameters.DOCS}') in recipe.group(1)
+
+
+def test_readme_names_only_parameters_and_holds_no_table():
+  """README keeps a short list that does not grow with the table: no copy
+  of the generated block to go stale, every name it lists is a parameter,
+  and the required ones are all there."""
+  readme = (ROOT / 'README.md').read_text(encoding='utf-8')
+  assert parameters.table_block(readme) is None
+  section = readme.split('\n## Parameters\n', 1)[1].split('\n## ', 1)[0]
+  listed = set()
+  for line in section.splitlines():
+    if line.startswith('- '):
+      head = line[2:].partition(':')[0]
+      listed.update(re.findall(r'`(\w+)`', head))
+  assert listed and listed <= set(PARAMETERS), listed - set(PARAMETERS)
+  assert {p.name for p in TABLE if p.required} <= listed
+  assert f'({parameters.DOCS})' in section
 
 
 # How the templates' comments explain the grammar: -Dname=..., -Dkey=value.

@@ -1,6 +1,10 @@
 """ev-predict: PAI EasyVision offline image classification on Apache Beam."""
 import setuptools
 
+_FOLDERS = {'ev_predict.pipeline': 'pipeline',
+            'ev_predict.transforms': 'transforms',
+            'ev_predict.templates': 'templates'}
+
 setuptools.setup(
     name='ev-predict',
     version='0.1.0',
@@ -8,12 +12,12 @@ setuptools.setup(
     python_requires='>=3.10',
     # The design card's folders, installed under one name of our own: PyPI
     # has packages called "pipeline" and "transforms", and any pipeline.py on
-    # sys.path would shadow a top-level one.
-    packages=['ev_predict.pipeline', 'ev_predict.transforms',
-              'ev_predict.transforms.oss', 'ev_predict.templates'],
-    package_dir={'ev_predict.pipeline': 'pipeline',
-                 'ev_predict.transforms': 'transforms',
-                 'ev_predict.templates': 'templates'},
+    # sys.path would shadow a top-level one. Their sub-packages
+    # (transforms/oss) are found, so a new one needs no entry here.
+    packages=[f'{name}{sub}' for name, folder in _FOLDERS.items()
+              for sub in ['', *(f'.{p}' for p in
+                                setuptools.find_packages(folder))]],
+    package_dir=_FOLDERS,
     package_data={'ev_predict.templates': ['*.yaml']},
     install_requires=[
         'apache-beam==2.77.0',

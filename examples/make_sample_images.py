@@ -17,10 +17,10 @@ import sys
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-# pylint: disable=wrong-import-position
+# Run as a script, Python puts this folder first on sys.path.
 from build_demo_model import LABELS, digit_to_image, load_split
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 ROOT = os.path.dirname(HERE)
 IMAGE_DIR = os.path.join('examples', 'data', 'images')   # relative to ROOT

@@ -18,7 +18,8 @@ from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms import combiners
 
 from ev_predict.pipeline import parameters
-from ev_predict.pipeline.options import EvPredictOptions, UsageError
+from ev_predict.pipeline.commandline import UsageError
+from ev_predict.pipeline.options import EvPredictOptions, is_direct
 from ev_predict.transforms import (access, backends, inference, modelcache,
                                    read, storage)
 from ev_predict.transforms.oss.filesystem import OssOptions
@@ -259,12 +260,9 @@ def _is_directory(path: str) -> bool:
   if path.endswith('/') or not path.partition('://')[2].partition('/')[2]:
     return True
   try:
-    fs = FileSystems.get_filesystem(path)
-  except ValueError:
-    return False
-  has_children = getattr(fs, 'has_children', None)
-  try:
-    return bool(has_children and has_children(path))
+    return storage.for_path(path).has_children(path)
+  except storage.Unsupported:
+    return False  # plan() names the scheme that no file system serves
   except Exception as e:  # pylint: disable=broad-except
     raise UsageError(f'cannot check output path {path} ({_reason(e)})') from e
 
@@ -308,11 +306,10 @@ def _check_complete_stream(path: str, name: str) -> None:
 
 
 def _reason(e: BaseException) -> str:
-  # BeamIOError wraps the per-path cause; show that, without any secret.
-  causes = getattr(e, 'exception_details', None) or {}
-  cause = next(iter(causes.values()), None) if isinstance(causes, dict) \
-      else None
-  return type(cause or e).__name__ + (f': {cause}' if isinstance(
+  # The type, and the reason only of an OSError: another library's message
+  # may quote a signed request.
+  cause = storage.cause_of(e)
+  return type(cause).__name__ + (f': {storage.reason_of(cause)}' if isinstance(
       cause, OSError) else '')
 
 
@@ -391,13 +388,10 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
               'attempts': attempt,
           },
           # Only local worker processes share the launcher's machine.
-          launcher=job.launcher if options.view_as(
-              StandardOptions).runner in _DIRECT else None))
-
-
-_DIRECT = (None, 'DirectRunner', 'directrunner')
+          launcher=job.launcher if is_direct(options.view_as(
+              StandardOptions).runner) else None))
 
 
 def _needs_distribution(options, job: JobPlan) -> bool:
   runner = options.view_as(StandardOptions).runner
-  return job.workers > 1 or runner not in _DIRECT
+  return job.workers > 1 or not is_direct(runner)

@@ -32,10 +32,10 @@ from apache_beam.options.pipeline_options import (DirectOptions,
                                                   StandardOptions,
                                                   WorkerOptions)
 
-from ev_predict.pipeline import graph
-from ev_predict.pipeline.options import (EvPredictOptions, UsageError,
-                                         check_beam_flags, parse_command_line,
-                                         to_flags)
+from ev_predict.pipeline import graph, parameters
+from ev_predict.pipeline.commandline import UsageError, parse_command_line
+from ev_predict.pipeline.options import (EvPredictOptions, check_beam_flags,
+                                         is_direct, runner_kind, to_flags)
 from ev_predict.transforms import redact, write
 
 __all__ = ['OSS_FILESYSTEM', 'UsageError', 'job_error', 'launch',
@@ -47,7 +47,6 @@ __all__ = ['OSS_FILESYSTEM', 'UsageError', 'job_error', 'launch',
 OSS_FILESYSTEM = 'ev_predict.transforms.oss.filesystem.OssFileSystem'
 
 _LOG = logging.getLogger('ev_predict')
-_DIRECT = (None, 'DirectRunner', 'directrunner')
 # Runners that take --parallelism (FlinkRunnerOptions): -Dnum_worker sets it.
 _PARALLEL = ('flinkrunner', 'portablerunner')
 
@@ -64,9 +63,20 @@ def quiet_runtime_logs(argv: List[str],
   win."""
   environ = os.environ if environ is None else environ
   environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  if not any('gpuRequired' in a and not a.rstrip(';"\'').endswith('=0')
-             for a in argv):
+  if not _asks_for_gpu(argv):
     environ.setdefault('CUDA_VISIBLE_DEVICES', '')
+
+
+def _asks_for_gpu(argv: List[str]) -> bool:
+  """Whether argv's -DgpuRequired, read as the job reads it, is above 0. A
+  command line with problems is read as far as it goes; a value that does
+  not parse counts as 0 (the job is refused with exit code 2 anyway)."""
+  params, _ = parse_command_line(argv, errors=[])
+  try:
+    return parameters.PARAMETERS['gpuRequired'].parse(
+        params.get('gpuRequired', '0')) > 0
+  except parameters.ParameterError:
+    return False
 
 
 # ------------------------------------------------------------ options, runner
@@ -79,15 +89,15 @@ def make_options(argv: List[str]) -> PipelineOptions:
                             [f'--beam_plugins={OSS_FILESYSTEM}'])
   o = options.view_as(EvPredictOptions)
   runner = options.view_as(StandardOptions).runner
-  if runner in _DIRECT and o.num_worker > 1:
+  if is_direct(runner) and o.num_worker > 1:
     direct = options.view_as(DirectOptions)
     direct.direct_num_workers = o.num_worker
     direct.direct_running_mode = 'multi_processing'
-  elif runner and runner.rsplit('.', 1)[-1].lower() in _PARALLEL:
+  elif runner_kind(runner) in _PARALLEL:
     flink = options.view_as(FlinkRunnerOptions)
     if flink.parallelism < 1:  # an explicit --parallelism wins
       flink.parallelism = o.num_worker
-  elif runner and runner.rsplit('.', 1)[-1].lower() == 'sparkrunner':
+  elif runner_kind(runner) == 'sparkrunner':
     portable = options.view_as(PortableOptions)
     if not portable.environment_cache_millis:
       # Beam's default (0) gives every Spark task a fresh SDK worker that
@@ -107,7 +117,7 @@ def make_runner(options: PipelineOptions):
   """Beam's DirectRunner first tries Prism, which it downloads: on an offline
   machine that stalls. Use the FnApiRunner it would fall back to, directly."""
   name = options.view_as(StandardOptions).runner
-  if name not in _DIRECT:
+  if not is_direct(name):
     return None  # Beam resolves the named runner
   # pylint: disable=import-outside-toplevel
   from apache_beam.portability.api import beam_provision_api_pb2
@@ -164,7 +174,10 @@ def _run_attempts(options: PipelineOptions, job) -> None:
 def worker_lost(err: BaseException) -> bool:
   """Whether a job failed because a local worker process died: FnApiRunner
   then sees the worker's data channel close (a real error inside a worker
-  comes back as that worker's traceback instead)."""
+  comes back as that worker's traceback instead). The text is all there is
+  to test: Beam raises a bare RuntimeError('Channel closed prematurely.'),
+  no type or attribute of its own (apache_beam/runners/worker/
+  data_plane.py, _GrpcDataChannel.input_elements)."""
   while err is not None:
     if isinstance(err, RuntimeError) and \
         'Channel closed prematurely' in str(err):
@@ -178,7 +191,7 @@ def _restarts(options: PipelineOptions) -> int:
   while the launcher lives (one process dies whole; a cluster restarts its
   own tasks)."""
   direct = options.view_as(DirectOptions)
-  if (options.view_as(StandardOptions).runner in _DIRECT and
+  if (is_direct(options.view_as(StandardOptions).runner) and
       direct.direct_running_mode == 'multi_processing'):
     return max(0, options.view_as(EvPredictOptions).max_restarts)
   return 0

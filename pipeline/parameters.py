@@ -19,6 +19,7 @@ import dataclasses
 import difflib
 import re
 import sys
+import textwrap
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 # Kinds of value, as written on a command line.
@@ -351,9 +352,10 @@ def plain(text: str) -> str:
   return text.replace('`', '')
 
 
-def help_text() -> str:
-  """The parameters part of ``ev-predict --help``."""
-  width = max(len(p.name) for p in TABLE) + 2
+def help_text(width: Optional[int] = None) -> str:
+  """The parameters part of ``ev-predict --help``: a line per parameter, or
+  wrapped at width columns under the column of the texts."""
+  column = max(len(p.name) for p in TABLE) + 2
   lines = []
   for name in GROUPS:
     lines.append(f'  {name}:')
@@ -361,7 +363,11 @@ def help_text() -> str:
       shown = plain(p.shown_default)
       extra = f' [{shown}]' if p.required else \
           f' [default: {shown}]' if shown else ''
-      lines.append(f'    -D{p.name:<{width}}{plain(p.help)}{extra}')
+      line = f'    -D{p.name:<{column}}{plain(p.help)}{extra}'
+      lines.extend(textwrap.wrap(
+          line, width, subsequent_indent=' ' * (6 + column),
+          break_long_words=False, break_on_hyphens=False) if width else
+                   [line])
   return '\n'.join(lines)
 
 

@@ -36,9 +36,9 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from ev_predict.pipeline import launcher, template
 from ev_predict.pipeline.graph import check_parameters
-from ev_predict.pipeline.options import (PARAMETERS, UsageError,
-                                         check_beam_flags, parse_command_line,
-                                         unknown_parameter)
+from ev_predict.pipeline.commandline import UsageError, parse_command_line
+from ev_predict.pipeline.options import check_beam_flags
+from ev_predict.pipeline.parameters import PARAMETERS, unknown_parameter
 
 USAGE = """\
 usage: ev-predict submit --template NAME|FILE -Dkey=value ...
@@ -51,6 +51,8 @@ usage: ev-predict submit --template NAME|FILE -Dkey=value ...
   --beam_flag=value     a Beam flag (replaces the template's entry)
   --dry-run             print the resolved ev-predict command line and
                         options (secrets masked) and exit without running
+
+The parameters, their meaning and defaults: ev-predict --help.
 """
 
 MASK = '****'
@@ -102,13 +104,13 @@ class Request:
 
 def parse_args(argv: Sequence[str]) -> Request:
   """Submit's own options; the rest as ev-predict's command line takes it
-  (options.parse_command_line: -D/--key parameters, Beam flags). Problems
+  (commandline.parse_command_line: -D/--key parameters, Beam flags). Problems
   are collected in .errors; values are checked by resolve()."""
   req = Request()
   rest = _own_options(list(argv), req)
   req.params, req.beam_args = parse_command_line(rest, errors=req.errors)
   if not req.help and not req.template:
-    req.errors.append('--template FILE is required')
+    req.errors.append('--template NAME|FILE is required')
   return req
 
 

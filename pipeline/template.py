@@ -25,6 +25,7 @@ exists wins. Installed packages are plain folders (pip installs them so), so
 a bundled template has a path and a TEMPLATE_DIR like any other.
 """
 import dataclasses
+import difflib
 import importlib.resources
 import os
 import re
@@ -32,7 +33,7 @@ from typing import Callable, List, Mapping, Optional, Tuple
 
 import yaml
 
-from ev_predict.pipeline.options import UsageError
+from ev_predict.pipeline.commandline import UsageError
 
 PACKAGE = 'ev_predict.templates'
 SECTIONS = ('description', 'parameters', 'beam_options')
@@ -60,6 +61,13 @@ def locate(name: str) -> str:
   if os.path.exists(name) or name not in bundled():
     return name
   return str(importlib.resources.files(PACKAGE).joinpath(f'{name}.yaml'))
+
+
+def _bundled_hint(name: str) -> str:
+  names = bundled()
+  close = difflib.get_close_matches(name, names, n=1)
+  guess = f'did you mean {close[0]}? ' if close else ''
+  return f' ({guess}bundled templates: {", ".join(names)})'
 
 
 def repository_root() -> str:
@@ -98,8 +106,7 @@ def load(path: str, label: Optional[str] = None) -> dict:
     with open(path, encoding='utf-8') as f:
       doc = yaml.load(f, Loader=_Loader)  # nosec: a SafeLoader
   except OSError as e:
-    hint = ('' if os.sep in label else
-            f' (bundled templates: {", ".join(bundled())})')
+    hint = '' if os.sep in label else _bundled_hint(label)
     raise UsageError(f'cannot read template {label}: {e.strerror}{hint}'
                      ) from e
   except yaml.YAMLError as e:

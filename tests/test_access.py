@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ev_predict.pipeline import launcher
-from ev_predict.pipeline.options import UsageError
+from ev_predict.pipeline.commandline import UsageError
 from tests.conftest import write_image
 from tests.helpers import run_job, split_output_line
 from ev_predict.transforms import access

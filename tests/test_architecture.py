@@ -200,3 +200,46 @@ def test_the_oss_plugin_names_a_file_system():
   assert issubclass(cls, FileSystem) and cls.scheme() == 'oss'
   options = launcher.make_options(['-Dmodel_path=m']).get_all_options()
   assert options['beam_plugins'] == [launcher.OSS_FILESYSTEM]
+
+
+@pytest.mark.parametrize('argv, hidden', [
+    (['-DgpuRequired=100'], False),
+    (['--gpuRequired', '100'], False),
+    (['pai -name ev_predict_ext -Dmodel_path=m -DgpuRequired=100 -Dx=0'],
+     False),
+    (['pai -name ev_predict_ext -Dmodel_path=m -DgpuRequired="50";'], False),
+    (['pai -name ev_predict_ext -DgpuRequired=0 -DcpuRequired=200;'], True),
+    (['-DgpuRequired=00'], True),
+    (['--gpuRequired', '0'], True),
+    (['--gpuRequired=0'], True),
+    (['-Dmodel_path=/m/gpuRequired_v2'], True),
+    (['-Dmodel_path=m', '-DgpuRequired=lots'], True),
+    ([], True),
+])
+def test_cuda_is_hidden_unless_gpu_required_is_above_0(argv, hidden):
+  """gpuRequired as the job reads it (the one tokenizer, the parameter's
+  own parsing), in every form a command line can give it."""
+  environ = {}
+  launcher.quiet_runtime_logs(argv, environ)
+  assert environ == {'TF_CPP_MIN_LOG_LEVEL': '2',
+                     **({'CUDA_VISIBLE_DEVICES': ''} if hidden else {})}
+  # A user's own setting wins either way.
+  environ = {'CUDA_VISIBLE_DEVICES': '1', 'TF_CPP_MIN_LOG_LEVEL': '0'}
+  launcher.quiet_runtime_logs(argv, environ)
+  assert environ == {'CUDA_VISIBLE_DEVICES': '1', 'TF_CPP_MIN_LOG_LEVEL': '0'}
+
+
+def test_help_imports_no_beam():
+  """Beam's import logs warnings ("apitools not found"); help needs none of
+  it, nor the environment."""
+  seen = _python('''
+      import io, json, os, sys
+      from ev_predict.pipeline import cli
+      before = dict(os.environ)
+      out, sys.stdout = sys.stdout, io.StringIO()
+      code = cli.main(['--help'])
+      sys.stdout = out
+      print(json.dumps({'code': code, 'beam': 'apache_beam' in sys.modules,
+                        'environ': dict(os.environ) == before}))
+      ''')
+  assert seen == {'code': 0, 'beam': False, 'environ': True}

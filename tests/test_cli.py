@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from ev_predict.pipeline import launcher
-from ev_predict.pipeline.options import (EvPredictOptions, UsageError,
-                                         parse_command_line)
+from ev_predict.pipeline.commandline import UsageError, parse_command_line
+from ev_predict.pipeline.options import EvPredictOptions
 from tests.conftest import write_image
 from tests.helpers import read_lines, split_output_line
 
@@ -58,6 +58,26 @@ def test_runner_specific_defaults():
   assert int(mine.get_all_options()['environment_cache_millis']) == 5
 
 
+
+@pytest.mark.parametrize('runner', [
+    None, 'DirectRunner', 'directrunner', 'direct', 'Direct',
+    'apache_beam.runners.direct.direct_runner.DirectRunner'])
+def test_every_spelling_of_the_direct_runner_is_local(runner):
+  """Beam takes a runner's name in any case, with or without 'Runner'."""
+  argv = ['-Dmodel_path=m', '-Dnum_worker=2'] + (
+      [f'--runner={runner}'] if runner else [])
+  options = launcher.make_options(argv)
+  assert options.get_all_options()['direct_num_workers'] == 2
+  assert launcher.make_runner(options) is not None  # the FnApiRunner
+
+
+@pytest.mark.parametrize('runner', ['FlinkRunner', 'flink', 'PortableRunner'])
+def test_every_spelling_of_a_parallel_runner(runner):
+  options = launcher.make_options(['-Dmodel_path=m', '-Dnum_worker=3',
+                                   f'--runner={runner}'])
+  assert options.get_all_options()['parallelism'] == 3
+  assert launcher.make_runner(options) is None  # Beam resolves it
+
 @pytest.mark.parametrize('argv, needle', [
     (['-Dmodel_pth=x'], 'did you mean model_path'),
     (['-Dmodel_path'], 'malformed parameter'),
@@ -80,6 +100,24 @@ def _last_error_line(stderr):
   lines = [l for l in stderr.splitlines() if l.startswith('ev-predict:')]
   assert lines, stderr
   return lines[-1]
+
+
+def test_help_is_quiet_and_fits_a_terminal():
+  proc = _run_cli(['--help'])
+  assert (proc.returncode, proc.stderr) == (0, '')
+  lines = proc.stdout.splitlines()
+  assert lines[0].startswith('usage: ev-predict -Dkey=value')
+  assert [l for l in lines if len(l) > 79] == []
+  text = ' '.join(proc.stdout.split())
+  assert 'exit codes: 0 ok, 1 too many failed lines' in text
+  assert '130/143 interrupted' in text and "--flags are Beam's" in text
+  assert '-Dmodel_path SavedModel directory' in text
+
+
+def test_no_arguments_is_a_usage_error():
+  proc = _run_cli([])
+  assert proc.returncode == 2 and proc.stdout == ''
+  assert proc.stderr.startswith('usage: ev-predict')
 
 
 @pytest.mark.parametrize('extra, needle', [

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from ev_predict.pipeline import launcher, graph
-from ev_predict.pipeline.options import UsageError
+from ev_predict.pipeline.commandline import UsageError
 from ev_predict.transforms import parallel
 from tests import models
 

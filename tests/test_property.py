@@ -38,7 +38,7 @@ from tests.helpers import run_job
 from ev_predict.transforms import inference, read
 from ev_predict.transforms import record as rec
 from ev_predict.transforms.decode import DecodeConfig, decode_image, prepare_record
-from ev_predict.transforms.fetch import FetchConfig, Fetcher
+from ev_predict.transforms.fetch import FetchConfig, Fetcher, needs_fetch
 from ev_predict.transforms.format import Formatter
 
 NUM_CLASSES = 128
@@ -251,9 +251,10 @@ class World:
 
 # -- the one-at-a-time reference ---------------------------------------------
 
-def _safe(stage, record, kind):
-  """As transforms.parallel.ThreadedMap runs a stage: failed records pass."""
-  if not record.ok:
+def _safe(stage, record, kind, needs=lambda record: True):
+  """As transforms.parallel.ThreadedMap runs a stage: failed records, and
+  good ones needs says have no work for it, pass."""
+  if not record.ok or not needs(record):
     return record
   try:
     return stage(record)
@@ -271,7 +272,7 @@ def reference(raw_lines, image_type, model_path, formatter):
     if record is None:
       continue
     # A fresh Fetcher per line: no connection is shared with another line.
-    record = _safe(Fetcher(FETCH), record, rec.FETCH)
+    record = _safe(Fetcher(FETCH), record, rec.FETCH, needs=needs_fetch)
     record = _safe(lambda r: prepare_record(r, DECODE, False), record,
                    rec.DECODE)
     records.append(record)

@@ -370,7 +370,21 @@ def test_bundled_templates_by_name(capsys, tmp_path, monkeypatch):
   assert code == 2
   assert _error(err) == (
       'ev-predict: error: cannot read template locl: No such file or '
-      'directory (bundled templates: dataflow, flink, local, spark)')
+      'directory (did you mean local? bundled templates: dataflow, flink, '
+      'local, spark)')
+  code, _, err = _submit(capsys, ['--template', 'nothing-like-it', *_JOB])
+  assert code == 2 and _error(err) == (
+      'ev-predict: error: cannot read template nothing-like-it: No such file '
+      'or directory (bundled templates: dataflow, flink, local, spark)')
+
+
+def test_submit_help_names_templates_and_points_to_the_parameters(capsys):
+  code, out, err = _submit(capsys, ['--help'])
+  assert (code, err) == (0, '')
+  assert out.startswith('usage: ev-predict submit --template NAME|FILE')
+  assert f'a bundled one ({", ".join(template.bundled())})' in out
+  assert out.rstrip().endswith('The parameters, their meaning and defaults: '
+                               'ev-predict --help.')
 
 
 def test_ev_predict_root_outside_a_checkout(tmp_path, monkeypatch):
@@ -385,7 +399,7 @@ def test_ev_predict_root_outside_a_checkout(tmp_path, monkeypatch):
 
 
 def test_submit_reads_parameters_as_ev_predict_does():
-  """The same tokenizer as `ev-predict` (options.parse_command_line), with
+  """The same tokenizer as `ev-predict` (commandline.parse_command_line), with
   every problem kept for the one message; submit's own options around it."""
   req = submit.parse_args([
       '--templat', 'local', '--dry_run', '-Dmodel_pth=m', '-Dnum_worker',
@@ -398,7 +412,7 @@ def test_submit_reads_parameters_as_ev_predict_does():
       'unknown parameter -Dmodel_pth (did you mean model_path?)',
       "malformed parameter '-Dnum_worker'; use -Dkey=value",
       "unexpected argument 'stray'; parameters look like -Dkey=value",
-      '--template FILE is required']
+      '--template NAME|FILE is required']
   # Values are checked with the template's, by resolve().
   assert req.params == {'input_oss_file': 'in.txt', 'num_worker': 'two'}
   assert req.beam_args == ['--runner', 'DirectRunner']

@@ -68,9 +68,8 @@ class Fetcher:
     self._http = http.HttpClient(config, self._access)
 
   def __call__(self, record: Record) -> Record:
-    """A good record (the stage runner passes failed ones on) -> with data."""
-    if not needs_fetch(record):
-      return record
+    """A good record with something to fetch (the stage runner passes the
+    others on: ThreadedMap(needs=needs_fetch)) -> with data."""
     refusal = self._access.refusal(record.source)
     if refusal:
       return record.fail(*refusal)
@@ -195,17 +194,10 @@ def _classify_storage(e: BaseException, path: str) -> FetchError:
       if kind == rec.NOT_FOUND:
         message = f'not found: {path}'
       elif kind == rec.FORBIDDEN:
-        message = f'access denied ({_short(e.reason)})'
+        message = f'access denied ({rec.first_line(e.reason)})'
       else:
-        message = _short(e.reason)
+        message = rec.first_line(e.reason)
       return FetchError(kind, message, e.transient)
   # No storage error: an OSError of unknown cause, worth another attempt.
-  return FetchError(rec.FETCH, f'{type(e).__name__}: {_reason(e)}', True)
-
-
-def _reason(e: BaseException) -> str:
-  return _short(e.strerror if isinstance(e, OSError) and e.strerror else e)
-
-
-def _short(e: BaseException) -> str:
-  return str(e).split('\n')[0][:300]
+  return FetchError(rec.FETCH, f'{type(e).__name__}: '
+                    f'{rec.first_line(storage.reason_of(e))}', True)

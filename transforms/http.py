@@ -466,13 +466,10 @@ def _classify(e: BaseException) -> FetchError:
   if isinstance(e, exc.NewConnectionError):
     # urllib3 makes this a ConnectTimeoutError subclass, but a refused or
     # unreachable host did not time out.
-    return FetchError(rec.FETCH, f'cannot connect: {_short(e)}', True)
+    return FetchError(rec.FETCH, f'cannot connect: {rec.first_line(e)}', True)
   if isinstance(e, (exc.TimeoutError, socket.timeout, TimeoutError)):
-    return FetchError(rec.TIMEOUT, f'timed out: {_short(e)}', True)
+    return FetchError(rec.TIMEOUT, f'timed out: {rec.first_line(e)}', True)
   if isinstance(e, (ssl.SSLCertVerificationError, ssl.CertificateError)):
-    return FetchError(rec.FETCH, f'certificate refused: {_short(e)}')
-  return FetchError(rec.FETCH, f'{type(e).__name__}: {_short(e)}', True)
-
-
-def _short(e: BaseException) -> str:
-  return str(e).split('\n')[0][:300]
+    return FetchError(rec.FETCH, f'certificate refused: {rec.first_line(e)}')
+  return FetchError(rec.FETCH, f'{type(e).__name__}: {rec.first_line(e)}',
+                    True)

@@ -59,6 +59,12 @@ class Record:
     return self.error or 'ok'
 
 
+def first_line(message, limit: int = 300) -> str:
+  """An exception's message for a record's: its first line (a traceback or
+  a server's reply may follow), at most limit characters."""
+  return str(message).split('\n')[0][:limit]
+
+
 def _one_line(message: str, limit: int = 500) -> str:
   text = ' '.join(valid_text(str(message)).split())
   return text if len(text) <= limit else text[:limit - 3] + '...'

@@ -26,9 +26,7 @@ class StorageError(Exception):
   @property
   def reason(self) -> str:
     """The message without the errno prefix that OSError's str() adds."""
-    if isinstance(self, OSError) and self.strerror:
-      return self.strerror
-    return str(self)
+    return reason_of(self)
 
 
 class NotFound(StorageError, FileNotFoundError):
@@ -93,6 +91,11 @@ class Storage(abc.ABC):
   @abc.abstractmethod
   def delete_object(self, path: str) -> None:
     """Deletes one file, never a directory or a prefix."""
+
+  def has_children(self, path: str) -> bool:  # pylint: disable=unused-argument
+    """Whether objects exist under path/: an object store's 'directory',
+    which exists only in its objects' names. Only such a store has them."""
+    return False
 
 
 class FileSystemStorage(Storage):
@@ -163,20 +166,28 @@ def for_path(path: str) -> Storage:
 def translate(e: BaseException, path: str) -> BaseException:
   """A file system's exception as a StorageError, by its type only; one with
   no typed meaning (an OSError of unknown cause) is returned as it is."""
-  if isinstance(e, BeamIOError) and len(e.exception_details or {}) == 1:
-    e = next(iter(e.exception_details.values()))   # the per-path cause
+  e = cause_of(e)
   if isinstance(e, StorageError):
     return e
   if isinstance(e, FileNotFoundError):
     return NotFound(errno.ENOENT, f'not found: {path}')
   if isinstance(e, PermissionError):
-    return Forbidden(errno.EACCES, _reason(e))
+    return Forbidden(errno.EACCES, reason_of(e))
   if isinstance(e, TimeoutError):
-    return Timeout(errno.ETIMEDOUT, _reason(e))
+    return Timeout(errno.ETIMEDOUT, reason_of(e))
   if isinstance(e, ValueError):   # a path this file system cannot parse
     return InvalidPath(str(e))
   return e
 
 
-def _reason(e: BaseException) -> str:
+def cause_of(e: BaseException) -> BaseException:
+  """The per-path cause that a BeamIOError about one path wraps, else e."""
+  if isinstance(e, BeamIOError) and len(e.exception_details or {}) == 1:
+    return next(iter(e.exception_details.values()))
+  return e
+
+
+def reason_of(e: BaseException) -> str:
+  """An error's message without the errno prefix that OSError's str()
+  adds."""
   return e.strerror if isinstance(e, OSError) and e.strerror else str(e)

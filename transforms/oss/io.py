@@ -279,7 +279,7 @@ class OssUploader(Uploader):
     return self._io.client(self._bucket)
 
   def put(self, data):
-    self._buffer += data.tobytes() if hasattr(data, 'tobytes') else data
+    self._buffer += data  # any buffer: Beam's streams pass memoryviews
     while len(self._buffer) >= PART_SIZE:
       chunk = bytes(self._buffer[:PART_SIZE])
       del self._buffer[:PART_SIZE]

@@ -1,0 +1,123 @@
+"""The ev-predict command line's tokenizer: PAI's ``-Dkey=value`` form.
+
+PAI users paste commands such as
+``pai -name ev_predict_ext -Dmodel_type=classifier -Dmodel_path="oss://…";``.
+parse_command_line() turns that (or ``--key=value``) into parameters and
+Beam flags; every other ``--flag`` is Beam's.
+
+Only the standard library and the parameter table: ``ev-predict --help``
+and the runtime environment (launcher.quiet_runtime_logs) need it before
+anything imports Beam.
+"""
+import shlex
+from typing import Dict, List, Optional, Tuple
+
+from ev_predict.pipeline.parameters import (FLOAT, INT, PARAMETERS,
+                                            ParameterError,
+                                            unknown_parameter)
+
+
+class UsageError(ValueError):
+  """A one-line message telling the user what to fix (exit code 2)."""
+
+
+_PAI_PROGRAM = 'ev_predict_ext'
+
+
+def _unquote(value: str) -> str:
+  value = value.strip()
+  if value.endswith(';'):
+    value = value[:-1].rstrip()
+  if len(value) >= 2 and value[0] == value[-1] and value[0] in '"\'':
+    value = value[1:-1]
+  return value
+
+
+def _unknown(name: str) -> UsageError:
+  return UsageError(unknown_parameter(name) + '; known: ' +
+                    ', '.join(PARAMETERS))
+
+
+def parse_command_line(argv: List[str], errors: Optional[List[str]] = None
+                       ) -> Tuple[Dict[str, str], List[str]]:
+  """argv -> (PAI parameters as strings, remaining Beam flags). A problem
+  raises UsageError; given a list, errors collects every problem instead and
+  values are left unchecked (submit checks them with the template's)."""
+  args = list(argv)
+  if len(args) == 1 and args[0].lstrip().startswith('pai '):
+    args = shlex.split(args[0])  # a whole pasted command as one argument
+  if args and args[0] == 'pai':
+    args = args[1:]
+  params: Dict[str, str] = {}
+  beam_args: List[str] = []
+
+  def problem(error: UsageError) -> None:
+    if errors is None:
+      raise error
+    errors.append(str(error))
+
+  def store(key: str, value: str) -> None:
+    value = _unquote(value)
+    params[key] = value if errors is not None else _checked(key, value)
+
+  i = 0
+  while i < len(args):
+    arg = args[i].strip()
+    i += 1
+    if not arg or arg == ';':
+      continue
+    if arg == '-name':
+      if i >= len(args) or _unquote(args[i]) != _PAI_PROGRAM:
+        problem(UsageError(f'-name must be {_PAI_PROGRAM}'))
+      i += 1
+      continue
+    if arg.startswith('-D'):
+      key, sep, value = arg[2:].partition('=')
+      if not sep or not key:
+        problem(UsageError(f'malformed parameter {arg!r}; use -Dkey=value'))
+      elif key not in PARAMETERS:
+        # Among other problems, the list of every parameter would bury them.
+        problem(_unknown(key) if errors is None else
+                UsageError(unknown_parameter(key)))
+      else:
+        store(key, value)
+      continue
+    if arg.startswith('--'):
+      key, sep, value = arg[2:].partition('=')
+      if key in PARAMETERS:
+        if not sep:
+          if i >= len(args):
+            problem(UsageError(f'--{key} needs a value'))
+            continue
+          value = args[i]
+          i += 1
+        store(key, value)
+      else:
+        beam_args.append(arg)
+        # A Beam flag's separate value ("--runner FlinkRunner").
+        if not sep and i < len(args) and not args[i].startswith('-'):
+          beam_args.append(args[i])
+          i += 1
+      continue
+    problem(UsageError(f'unexpected argument {arg!r}; parameters look like '
+                       '-Dkey=value'))
+  return params, beam_args
+
+
+def type_error(key: str, value: str) -> Optional[str]:
+  """The message for a value argparse could not convert (the numbers)."""
+  parameter = PARAMETERS[key]
+  if parameter.kind not in (INT, FLOAT):
+    return None
+  try:
+    parameter.parse(value)
+  except ParameterError as e:
+    return str(e)
+  return None
+
+
+def _checked(key: str, value: str) -> str:
+  problem = type_error(key, value)
+  if problem:
+    raise UsageError(problem)
+  return value

@@ -1,5 +1,6 @@
 """The pipeline graph. build_pipeline() reads like a table of contents; plan()
-resolves and validates everything the graph needs before any work starts."""
+resolves and validates everything the graph needs before any work starts
+(which chunks of the list are still to do is pipeline/resume.py's)."""
 import dataclasses
 import functools
 import os
@@ -8,26 +9,26 @@ import stat
 import time
 import urllib.parse
 import uuid
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import StandardOptions
-from apache_beam.transforms import combiners
 
 from ev_predict.pipeline import parameters
 from ev_predict.pipeline.commandline import UsageError
 from ev_predict.pipeline.options import EvPredictOptions, is_direct
 from ev_predict.transforms import (access, backends, inference, modelcache,
-                                   read, storage)
+                                   read, state, storage)
 from ev_predict.transforms.oss.filesystem import OssOptions
 from ev_predict.transforms import record as rec
 from ev_predict.transforms.decode import DecodeConfig, prepare_record
 from ev_predict.transforms.fetch import FetchConfig, Fetcher, needs_fetch
 from ev_predict.transforms.parallel import BACKGROUND_NICE, ThreadedMap
-from ev_predict.transforms.write import OutputPaths, WriteOutputs, launcher_identity
+from ev_predict.transforms.write import (CommitChunks, OutputPaths,
+                                         launcher_identity)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,29 +338,33 @@ def _make_preparer(config: DecodeConfig, encoded_input: bool, metrics):
 
 
 def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
-                   job: Optional[JobPlan] = None, attempt: int = 1):
-  """Adds the whole job to p; returns the PCollection holding the summary.
+                   job: JobPlan, chunks: state.ListPlan,
+                   todo: Sequence[int]):
+  """Adds the whole job to p: the chunks in todo are read, classified and
+  committed to the job's state folder (transforms/state.py); the launcher
+  then joins the committed chunks into the output files. Returns the
+  PCollection of committed chunk indices.
 
   Every record, failed or not, flows through every stage (each passes failed
-  records through), so the job is one fused, streaming stage after the read:
-  no Partition/Flatten that a local runner would materialize in memory."""
-  job = job or plan(options)
-  records = (p
-             | 'ReadFileList' >> read.ReadFileList(
-                 job.values.input_oss_file, job.values.image_type))
-  lines_read = records | 'CountLines' >> combiners.Count.Globally()
+  records through), so the job is one fused, streaming stage after the
+  chunks are spread: no Partition/Flatten that a local runner would
+  materialize in memory, and every record of a chunk reaches the sink in
+  the bundle that read it."""
+  chunk_ids = p | 'Chunks' >> beam.Create(list(todo))
   if _needs_distribution(options, job):
-    # Spread lines over workers: the list itself is one small file. (A
-    # single local worker skips it: a shuffle holds every line in memory.)
-    records = records | 'Distribute' >> beam.Reshuffle()
+    # Spread chunks over workers (a single local worker skips it).
+    chunk_ids = chunk_ids | 'Distribute' >> beam.Reshuffle()
   handler = inference.SavedModelHandler(
       job.values.model_path, job.spec, job.scaling, job.batch_size,
       intra_op_threads=job.cores_per_worker if job.workers > 1 else None,
       local_model_path=modelcache.local_model_dir,
       backend=job.values.backend, precision=job.values.precision,
-      accelerator=job.accelerator)
+      accelerator=job.accelerator, progress_dir=job.paths.folder.progress)
   return (
-      records
+      chunk_ids
+      | 'ReadChunks' >> beam.ParDo(read.ReadChunks(
+          job.values.input_oss_file, chunks, job.paths.state,
+          job.values.image_type))
       | 'Fetch' >> beam.ParDo(ThreadedMap(
           functools.partial(_make_fetcher, job.fetch),
           threads=job.values.fetch_threads,
@@ -375,21 +380,30 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
           in_flight=max(job.decode_threads * 2, job.batch_size * 2),
           error_kind=rec.DECODE, nice=job.pool_nice, stage='decode'))
       | 'Classify' >> RunInference(handler)
-      | 'WriteOutputs' >> WriteOutputs(
-          job.paths, job.labels, lines_read, job.run_id, job.started_at,
-          extra_summary={
-              'run_id': job.run_id,
-              'input_file': job.values.input_oss_file,
-              'model_path': job.values.model_path,
-              'model_input': job.spec.input_kind,
-              'batch_size': job.batch_size,
-              'workers': job.workers,
-              'backend_requested': job.values.backend,
-              'attempts': attempt,
-          },
+      | 'CommitChunks' >> beam.ParDo(CommitChunks(
+          job.labels, chunks.counts, job.paths.state,
           # Only local worker processes share the launcher's machine.
           launcher=job.launcher if is_direct(options.view_as(
-              StandardOptions).runner) else None))
+              StandardOptions).runner) else None)))
+
+
+def summary_fields(job: JobPlan, attempt: int) -> dict:
+  """The summary's description of the job (beside its counts)."""
+  return {
+      'run_id': job.run_id,
+      'input_file': job.values.input_oss_file,
+      'model_path': job.values.model_path,
+      'model_input': job.spec.input_kind,
+      'batch_size': job.batch_size,
+      'workers': job.workers,
+      'backend_requested': job.values.backend,
+      'attempts': attempt,
+      # As given (a retry reruns the job from them); no secrets are
+      # parameters (credentials come from the environment).
+      'parameters': {p.name: p.text(getattr(job.values, p.name))
+                     for p in parameters.TABLE
+                     if getattr(job.values, p.name) is not None},
+  }
 
 
 def _needs_distribution(options, job: JobPlan) -> bool:

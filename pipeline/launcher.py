@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Dict, List, Mapping, MutableMapping, Optional, Tuple
 
 import apache_beam as beam
@@ -32,11 +33,11 @@ from apache_beam.options.pipeline_options import (DirectOptions,
                                                   StandardOptions,
                                                   WorkerOptions)
 
-from ev_predict.pipeline import graph, parameters
+from ev_predict.pipeline import graph, parameters, resume, status
 from ev_predict.pipeline.commandline import UsageError, parse_command_line
 from ev_predict.pipeline.options import (EvPredictOptions, check_beam_flags,
                                          is_direct, runner_kind, to_flags)
-from ev_predict.transforms import redact, write
+from ev_predict.transforms import redact, state, write
 
 __all__ = ['OSS_FILESYSTEM', 'UsageError', 'job_error', 'launch',
            'make_options', 'make_runner', 'print_summary', 'process_table',
@@ -132,43 +133,106 @@ def make_runner(options: PipelineOptions):
 # ------------------------------------------------------------ running
 
 
-def run(argv: List[str]) -> dict:
-  """Runs a job to completion and returns its summary (raises on failure)."""
+def run(argv: List[str], started_at: Optional[float] = None) -> dict:
+  """Runs a job to completion and returns its summary (raises on failure).
+
+  The job continues what an earlier run of it committed (pipeline/
+  resume.py); once every chunk is committed the three output files are
+  staged from them and swapped in together, and the state is removed.
+  started_at: when the user started it (default: this process's start)."""
   redact.install()   # before any library logs a signed request
+  started_at = started_at or process_started_at()
   options = make_options(argv)
   job = graph.plan(options)
-  _state.job, _state.committed = job, False
+  _state.job, _state.committed, _state.resumption = job, False, None
   _LOG.info('ev-predict: run %s, model input %s %sx%s, %d worker(s) x %d '
             'core(s)', job.run_id, job.spec.input_kind, job.spec.width,
             job.spec.height, job.workers, job.cores_per_worker)
-  write.remove_stale_runs(job.paths)
+  resumption = resume.prepare(job.values, job.paths, job.workers,
+                              job.launcher)
+  _state.resumption = resumption
+  _say_what_resumes(job, resumption)
   try:
-    _run_attempts(options, job)
+    with resume.Heartbeat(resumption.folder, job.launcher), status.Monitor(
+        resumption.folder.progress, resumption.plan.total,
+        resumption.resumed_lines) as monitor:
+      attempt = _run_attempts(options, job, resumption)
+    done = state.committed(resumption.folder, resumption.plan)
+    missing = [i for i in range(resumption.plan.chunks)
+               if resumption.plan.counts[i] and i not in done]
+    if missing:
+      raise RuntimeError(f'{len(missing)} of {resumption.plan.chunks} chunks '
+                         f'were not committed (first: chunk {missing[0]})')
+    write.stage_outputs(job.paths, resumption.plan, done, started_at,
+                        monitor.snapshot().first_at,
+                        resumption.resumed_counts(),
+                        graph.summary_fields(job, attempt))
     with _deferred_signals():
       write.commit(job.paths)
       _state.committed = True
+      resume.remove_state(resumption.folder)
   finally:
     with _deferred_signals():
-      write.remove_leftovers(job.paths)
+      write.remove_staged(job.paths)
   return _read_summary(job)
 
 
-def _run_attempts(options: PipelineOptions, job) -> None:
+def _say_what_resumes(job, resumption) -> None:
+  """One line each: why earlier state was dropped, what is resumed, an
+  empty list."""
+  total = resumption.plan.total
+  if resumption.fresh:
+    _LOG.warning('ev-predict: starting fresh: %s', resumption.fresh)
+  if not total:
+    if not job.values.allow_empty:
+      resume.remove_state(resumption.folder)
+      raise UsageError(f'the file list {job.values.input_oss_file} has no '
+                       'lines (-Dallow_empty=false)')
+    _LOG.warning('ev-predict: warning: the file list %s has no lines; '
+                 'writing empty outputs', job.values.input_oss_file)
+  elif resumption.done:
+    _LOG.warning('ev-predict: resuming: %d of %d lines were committed by an '
+                 'earlier run; processing the other %d',
+                 resumption.resumed_lines, total,
+                 total - resumption.resumed_lines)
+
+
+def process_started_at() -> float:
+  """When this process started (wall clock), so that a job's wall time is
+  what its user waited, interpreter start-up and imports included."""
+  try:
+    with open('/proc/self/stat', 'rb') as f:
+      ticks = int(f.read().rsplit(b')', 1)[1].split()[19])
+    with open('/proc/stat', 'rb') as f:
+      boot = next(int(l.split()[1]) for l in f if l.startswith(b'btime'))
+    return boot + ticks / os.sysconf('SC_CLK_TCK')
+  except (OSError, ValueError, StopIteration, IndexError):
+    return time.time()
+
+
+def _run_attempts(options: PipelineOptions, job, resumption) -> int:
+  """Runs the pipeline over the chunks still to do; returns the attempt
+  that finished it."""
   attempts = 1 + _restarts(options)
+  todo = resumption.todo
   for attempt in range(1, attempts + 1):
-    write.write_marker(job.paths, job.launcher)
+    if attempt > 1:
+      done = state.committed(resumption.folder, resumption.plan)
+      todo = [i for i in todo if i not in done]
+    if not todo:
+      return attempt
     try:
       with beam.Pipeline(runner=make_runner(options), options=options) as p:
-        graph.build_pipeline(p, options, job, attempt)
-      return
+        graph.build_pipeline(p, options, job, resumption.plan, todo)
+      return attempt
     except Exception as err:  # pylint: disable=broad-except
       if attempt == attempts or not worker_lost(err):
         raise
-      # Nothing of that attempt reached the output, so running it again
-      # gives every line exactly once.
+      # What that attempt committed stays committed: the next one does
+      # the rest, and every line still ends exactly once.
       _LOG.warning('ev-predict: attempt %d of %d lost a worker process '
                    '(%s); restarting the job', attempt, attempts, err)
-      write.remove_leftovers(job.paths)
+  return attempts
 
 
 def worker_lost(err: BaseException) -> bool:
@@ -219,6 +283,7 @@ class _State:
   """What a signal handler needs: the running job and whether a commit (or
   clean-up) must finish before the process may go."""
   job = None
+  resumption = None
   committed = False
   critical = 0
   pending: Optional[int] = None
@@ -266,13 +331,28 @@ def _interrupted(signum: int) -> None:
   logging.disable(logging.CRITICAL)
   stop_workers()
   if _state.job is not None:
-    write.remove_leftovers(_state.job.paths)
+    write.remove_staged(_state.job.paths)
   name = signal.Signals(signum).name
-  state = ('results were committed before it' if _state.committed else
-           'earlier output files left as they were')
-  sys.stderr.write(f'ev-predict: interrupted by {name}; {state}\n')
+  if _state.committed:
+    said = 'results were committed before it'
+  else:
+    said = ('earlier output files left as they were; rerun the same command '
+            'to continue' + _committed_so_far() +
+            ' (-Dresume=false starts over)')
+  sys.stderr.write(f'ev-predict: interrupted by {name}; {said}\n')
   sys.stderr.flush()
   os._exit(128 + signum)  # pylint: disable=protected-access
+
+
+def _committed_so_far() -> str:
+  r = _state.resumption
+  if r is None or '://' in r.folder.root:
+    return ''  # no remote listing inside a signal handler
+  try:
+    lines = sum(d.lines for d in state.committed(r.folder, r.plan).values())
+  except Exception:  # pylint: disable=broad-except
+    return ''
+  return f' ({lines} of {r.plan.total} lines are committed)'
 
 
 def process_table() -> Dict[int, Tuple[int, bytes]]:
@@ -355,12 +435,18 @@ def print_summary(summary: Mapping, stream=None) -> None:
   attempts = summary.get('attempts', 1)
   restarted = (f'; {attempts} attempts (a worker process was lost)'
                if attempts > 1 else '')
+  resumed = summary.get('resumed_lines', 0)
+  lines = (f'{summary["lines_read"]} lines ({resumed} resumed, '
+           f'{summary.get("processed_lines", 0)} processed now)'
+           if resumed else f'{summary["lines_read"]} lines read')
+  timing = (f'{summary.get("processing_images_per_second", 0)} images/s '
+            f'over {summary.get("processing_seconds", 0)} s of processing, '
+            f'{summary["images_per_second"]} images/s over '
+            f'{summary["wall_seconds"]} s wall (start-up included)')
   stream.write(
-      f'ev-predict: {summary["lines_read"]} lines read, '
+      f'ev-predict: {lines}, '
       f'{summary["succeeded"]} succeeded, {summary["failed"]} failed'
-      f'{" (" + kinds + ")" if kinds else ""}; '
-      f'{summary["images_per_second"]} images/s, '
-      f'{summary["wall_seconds"]} s wall; backend '
+      f'{" (" + kinds + ")" if kinds else ""}; {timing}; backend '
       f'{", ".join(summary.get("backends") or {}) or "none"}'
       f'{restarted}\n'
       f'ev-predict: results {summary["result_file"]}, '

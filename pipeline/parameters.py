@@ -55,6 +55,9 @@ class Parameter:
   doc: str = ''                 # README's longer text (default: help)
   aliases: Tuple[str, ...] = ()  # more --flags for the same option
   refusal: str = ''             # message for a value outside `choices`
+  # Whether its value can change a line's outcome: a resumed job must have
+  # the same values of these as the run it continues (pipeline/resume.py).
+  results: bool = True
 
   def parse(self, text: str) -> Any:
     """The typed value of a string as written; raises ParameterError."""
@@ -190,36 +193,42 @@ TABLE: Tuple[Parameter, ...] = (
       choices=('url', 'base64'),
       help='`url`: a line names an image; `base64`: a line is a '
       'base64-encoded image file'),
-    P('output_oss_file', STR, 'output', required=True, pai=True,
+    P('output_oss_file', STR, 'output', results=False, required=True, pai=True,
       help='result file'),
-    P('error_oss_file', STR, 'output', help='error file',
+    P('error_oss_file', STR, 'output', results=False, help='error file',
       unset='`<output_oss_file>.errors`'),
-    P('max_error_ratio', FLOAT, 'job', default=0.05, minimum=0, maximum=1,
+    P('max_error_ratio', FLOAT, 'job', results=False, default=0.05, minimum=0, maximum=1,
       help='exit code 1 when more than this fraction of lines failed (the '
       'files are still complete)'),
-    P('max_restarts', INT, 'job', default=2, minimum=0,
+    P('max_restarts', INT, 'job', results=False, default=2, minimum=0,
       help='local worker processes (num_worker > 1): rerun the job this many '
       'times when one dies; on a cluster its restart strategy applies'),
-    P('num_worker', INT, 'cluster', default=1, minimum=1, pai=True,
+    P('resume', BOOL, 'job', default=True, results=False,
+      help='continue an interrupted job with the same output: committed '
+      'lines are not processed again; false starts fresh'),
+    P('allow_empty', BOOL, 'job', default=True, results=False,
+      help='an empty file list is a warning (exit 0, empty outputs); false '
+      'makes it an error (exit 2)'),
+    P('num_worker', INT, 'cluster', results=False, default=1, minimum=1, pai=True,
       help='workers; on DirectRunner, local worker processes'),
-    P('cpuRequired', INT, 'cluster', minimum=1, pai=True,
+    P('cpuRequired', INT, 'cluster', results=False, minimum=1, pai=True,
       unset='the cores / num_worker',
       help='hundredths of a core per worker (800 = 8 cores): decode threads '
       'and TensorFlow/OpenVINO threads per worker'),
-    P('gpuRequired', INT, 'cluster', default=0, minimum=0, pai=True,
+    P('gpuRequired', INT, 'cluster', results=False, default=0, minimum=0, pai=True,
       help='hundredths of a GPU per worker; 0 hides CUDA devices from '
       'TensorFlow',
       doc='hundredths of a GPU per worker: > 0 puts a Beam `accelerator` '
       'resource hint (`type:<gpu_type>;count:⌈gpuRequired/100⌉;'
       'install-nvidia-driver`) on the inference step and lets TensorFlow see '
       'the GPU; 0 hides CUDA devices from TensorFlow'),
-    P('gpu_type', STR, 'cluster', default='nvidia-tesla-t4',
+    P('gpu_type', STR, 'cluster', results=False, default='nvidia-tesla-t4',
       help='accelerator type of the resource hint when gpuRequired > 0'),
     # --osshost: what a portable runner hands its SDK workers. Beam's Java
     # job server reads option names as snake case and writes them back, so
     # ossHost arrives as osshost (seen on Flink: '--gpurequired=0'), and
     # without the alias workers lost the endpoint.
-    P('ossHost', STR, 'oss', pai=True, aliases=('osshost', 'oss_host'),
+    P('ossHost', STR, 'oss', results=False, pai=True, aliases=('osshost', 'oss_host'),
       unset='`$OSS_ENDPOINT` at run time',
       help='OSS endpoint, or per bucket `bucketA=hostA,bucketB=hostB,'
       'defaultHost`',
@@ -229,9 +238,9 @@ TABLE: Tuple[Parameter, ...] = (
     P('buckets', STR, 'oss', pai=True, unset='no limit',
       help='comma-separated `oss://bucket/prefix/` locations the job may '
       'touch'),
-    P('arn', STR, 'oss', pai=True,
+    P('arn', STR, 'oss', results=False, pai=True,
       help='RAM role ARN to assume through STS for OSS access'),
-    P('batch_size', INT, 'inference', minimum=1, pai=True,
+    P('batch_size', INT, 'inference', results=False, minimum=1, pai=True,
       unset='4 per core of a worker, 8 to 64', help='images per model call'),
     P('backend', CHOICE, 'inference', default='auto',
       choices=('auto', 'tensorflow', 'openvino'),
@@ -244,9 +253,9 @@ TABLE: Tuple[Parameter, ...] = (
     P('precision', CHOICE, 'inference', default='f32', choices=('f32', 'bf16'),
       help='OpenVINO precision: `f32`, or `bf16` where it is measured to '
       'agree'),
-    P('fetch_threads', INT, 'fetch', default=32, minimum=1,
+    P('fetch_threads', INT, 'fetch', results=False, default=32, minimum=1,
       help='concurrent fetches per worker'),
-    P('fetch_timeout', FLOAT, 'fetch', default=30.0, above=0,
+    P('fetch_timeout', FLOAT, 'fetch', results=False, default=30.0, above=0,
       help='seconds per fetch attempt, all of it (connect, headers, whole '
       'body) before a retry',
       doc='seconds per attempt at an image, all of it: for http(s) '
@@ -254,7 +263,7 @@ TABLE: Tuple[Parameter, ...] = (
       '(or other file-system) image must arrive whole within it too, however '
       'slowly its bytes trickle in. Then the attempt is a `timeout` (retried '
       'per `fetch_retries`)'),
-    P('fetch_retries', INT, 'fetch', default=3, minimum=0,
+    P('fetch_retries', INT, 'fetch', results=False, default=3, minimum=0,
       help='retries of a transient fetch failure',
       doc='retries of transient failures (5xx, 408, 429, resets, timeouts, '
       'short bodies), exponential backoff from 0.5 s with jitter; never on '
@@ -284,10 +293,10 @@ TABLE: Tuple[Parameter, ...] = (
     P('max_image_pixels', INT, 'decode', default=89_478_485, minimum=1,
       help='larger images are `too_large`, checked from the header before '
       'decoding (decompression bombs)'),
-    P('decode_threads', INT, 'decode', minimum=1,
+    P('decode_threads', INT, 'decode', results=False, minimum=1,
       unset='cores per worker + 1',
       help='decode threads per worker'),
-    P('decode_priority', CHOICE, 'decode', default='low',
+    P('decode_priority', CHOICE, 'decode', results=False, default='low',
       choices=('low', 'normal'),
       help='fetch and decode threads: `low` (they yield the cores to the '
       'model\'s threads) or `normal`',

@@ -10,7 +10,8 @@ import pytest
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.testing.util import assert_that, equal_to
 
-from ev_predict.transforms.read import BASE64, URL, ReadFileList, parse_line
+from ev_predict.transforms import state
+from ev_predict.transforms.read import BASE64, URL, ReadChunks, parse_line
 from ev_predict.transforms.record import BAD_LINE
 
 PNG = b'\x89PNG\r\n\x1a\n' + bytes(range(256)) * 3   # bytes, not an image
@@ -124,12 +125,26 @@ def test_bad_json_lines_are_bad_line_records(raw, needle, image_type):
   assert record.line == raw
 
 
-def _run(path, image_type, check):
+def _run(path, image_type, expected, chunk_lines=7):
+  """Reads the list chunk by chunk (chunks of chunk_lines lines, spread
+  over bundles in any order); the records, put in (chunk, index) order,
+  are expected's, in input order."""
+  plan = state.scan(str(path), chunk_lines)
+  assert plan.total == len(expected)
+  folder = str(path) + '.state'
   with beam.Pipeline(runner=fn_runner.FnApiRunner()) as p:
-    records = p | ReadFileList(str(path), image_type)
+    records = (p
+               | beam.Create(list(range(plan.chunks))[::-1])
+               | beam.Reshuffle()
+               | beam.ParDo(ReadChunks(str(path), plan, folder, image_type)))
     # The source as bytes: a str holding surrogates has no coder.
-    assert_that(records | beam.Map(lambda r: (
-        r.line, r.source and os.fsencode(r.source), r.data, r.error)), check)
+    placed = (records
+              | beam.Map(lambda r: ((r.chunk, r.index), (
+                  r.line, r.source and os.fsencode(r.source), r.data,
+                  r.error)))
+              | beam.combiners.ToList()
+              | beam.Map(lambda kvs: [v for _, v in sorted(kvs)]))
+    assert_that(placed, equal_to([expected]))
 
 
 def test_read_file_list_gives_one_record_per_non_blank_line(tmp_path):
@@ -150,13 +165,13 @@ def test_read_file_list_gives_one_record_per_non_blank_line(tmp_path):
               for l in body if l.strip()]
   expected.append((b'/data/last.jpg', b'/data/last.jpg', None, None))
   assert len(expected) == 1 + len(odd) + 1499 + 1
-  _run(listing, URL, equal_to(expected))
+  _run(listing, URL, expected)
 
 
 def test_read_file_list_base64(tmp_path):
   lines = [PNG_B64, base64.urlsafe_b64encode(PNG[::-1]), b'@@', b'']
   listing = tmp_path / 'list.txt'
   listing.write_bytes(b'\n'.join(lines) + b'\n')
-  _run(listing, BASE64, equal_to([
+  _run(listing, BASE64, [
       (lines[0], None, PNG, None), (lines[1], None, PNG[::-1], None),
-      (b'@@', None, None, BAD_LINE)]))
+      (b'@@', None, None, BAD_LINE)], chunk_lines=1)

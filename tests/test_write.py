@@ -42,37 +42,39 @@ def test_output_paths_for_run():
   paths = OutputPaths.for_run('/o/res.txt', None, RUN)
   assert paths.targets == ('/o/res.txt', '/o/res.txt.errors',
                            '/o/res.txt.summary.json')
-  assert paths.temp_dir == f'/o/res.txt.shards-{RUN}'
+  assert paths.state == '/o/res.txt.ev-resume'
   assert paths.run_id == RUN
   assert paths.staging('/o/res.txt.errors') == f'/o/res.txt.errors.tmp-{RUN}'
   assert paths.backup('/o/res.txt') == f'/o/res.txt.bak-{RUN}'
-  # The marker and the journal live in the run's own folder.
-  assert os.path.dirname(paths.marker) == paths.temp_dir
-  assert os.path.dirname(paths.journal) == paths.temp_dir
-  assert paths.marker != paths.journal
+  # The run's markers live in the job's state folder, one name per run.
+  assert os.path.dirname(paths.journal) == paths.state
+  assert os.path.dirname(paths.staging_marker) == paths.state
+  assert paths.staging_marker != paths.journal
+  assert RUN in paths.journal and RUN in paths.staging_marker
   given = OutputPaths.for_run('oss://b/r.txt', 'oss://c/e.txt', RUN)
   assert given.targets == ('oss://b/r.txt', 'oss://c/e.txt',
                            'oss://b/r.txt.summary.json')
-  assert given.temp_dir == f'oss://b/r.txt.shards-{RUN}'
+  assert given.state == 'oss://b/r.txt.ev-resume'
+  assert given.journal == f'oss://b/r.txt.ev-resume/commit-{RUN}'
 
 
-def test_concatenate_joins_shards_in_name_order(tmp_path):
+def test_concatenate_joins_files_in_the_order_given(tmp_path):
   shards = []
   for i, data in ((2, b'c1\nc2\n'), (0, b''), (10, b'k\n'), (1, b'b\xff\0'),
                   (3, os.urandom(_MB8 + 3))):
-    shards.append(str(tmp_path / f'results-{i:05d}-of-00011'))
+    shards.append(str(tmp_path / f'c{i:08d}.ok'))
     _put(shards[-1], data)
   target = str(tmp_path / 'out.tmp')
-  write.concatenate(list(reversed(shards)), target)
-  want = b''.join(open(s, 'rb').read() for s in sorted(shards))
+  write.concatenate_in_order(shards, target)
+  want = b''.join(open(s, 'rb').read() for s in shards)
   with open(target, 'rb') as f:
     assert f.read() == want
   assert len(want) > _MB8
 
 
-def test_concatenate_of_no_shards_is_an_empty_file(tmp_path):
+def test_concatenate_of_no_files_is_an_empty_file(tmp_path):
   target = tmp_path / 'empty.tmp'
-  write.concatenate([], str(target))
+  write.concatenate_in_order([], str(target))
   assert target.read_bytes() == b''
 
 
@@ -98,7 +100,7 @@ def test_count_lines(tmp_path, data, want):
 def _staged(tmp_path, old=True, errors=None):
   """A run whose three files are staged; old targets present when old."""
   paths = OutputPaths.for_run(str(tmp_path / 'res.txt'), errors, RUN)
-  os.makedirs(paths.temp_dir)
+  os.makedirs(paths.state)
   for target in paths.targets:
     if old:
       _put(target, b'old ' + os.path.basename(target).encode())
@@ -121,10 +123,10 @@ def test_commit_replaces_all_three(tmp_path, old):
   # No staged file, backup or journal left; the run's folder stays (the
   # launcher removes it after the commit).
   assert sorted(_files(tmp_path)) == [
-      'elsewhere/', 'res.txt', f'res.txt.shards-{RUN}/',
+      'elsewhere/', 'res.txt', 'res.txt.ev-resume/',
       'res.txt.summary.json']
   assert _files(tmp_path / 'elsewhere') == {'e.txt': b'new e.txt'}
-  assert os.listdir(paths.temp_dir) == []
+  assert os.listdir(paths.state) == []
 
 
 def test_commit_without_a_staged_file_changes_nothing(tmp_path):
@@ -157,7 +159,7 @@ def test_failed_commit_leaves_the_old_three(tmp_path, monkeypatch, failing):
   monkeypatch.undo()
   assert len(calls) >= failing
   assert sorted(_files(tmp_path)) == [
-      'res.txt', 'res.txt.errors', f'res.txt.shards-{RUN}/',
+      'res.txt', 'res.txt.errors', 'res.txt.ev-resume/',
       'res.txt.summary.json']
 
 
@@ -178,7 +180,7 @@ def test_failed_commit_removes_new_files_where_none_was(tmp_path,
     write.commit(paths)
   monkeypatch.undo()
   assert _contents(paths) == [None] * 3
-  assert sorted(_files(tmp_path)) == [f'res.txt.shards-{RUN}/']
+  assert sorted(_files(tmp_path)) == ['res.txt.ev-resume/']
 
 
 def _died_in_commit(tmp_path, moved_in, old=(True, True, True)):
@@ -203,7 +205,7 @@ def test_roll_back_inside_a_commit_restores_the_old_three(tmp_path,
   write.roll_back(paths)
   assert _contents(paths) == [b'old'] * 3
   assert sorted(_files(tmp_path)) == [
-      'res.txt', 'res.txt.errors', f'res.txt.shards-{RUN}/',
+      'res.txt', 'res.txt.errors', 'res.txt.ev-resume/',
       'res.txt.summary.json']
 
 
@@ -229,7 +231,7 @@ def test_roll_back_without_a_journal_only_removes_staged_files(tmp_path):
   assert _contents(paths) == [b'old'] * 3
   assert sorted(_files(tmp_path)) == [
       'res.txt', f'res.txt.bak-{RUN}', 'res.txt.errors',
-      f'res.txt.shards-{RUN}/', 'res.txt.summary.json']
+      'res.txt.ev-resume/', 'res.txt.summary.json']
 
 
 def _dead_pid():
@@ -238,61 +240,43 @@ def _dead_pid():
   return child.pid
 
 
-def test_remove_stale_runs_removes_only_its_own_dead_runs(tmp_path):
-  me = write.launcher_identity()
-  assert write.is_alive(me) is True
+def test_finish_dead_commits_cleans_up_only_dead_runs_of_this_output(
+    tmp_path):
   result = str(tmp_path / 'res.txt')
   current = OutputPaths.for_run(result, None, RUN)
-  runs = {
-      # Dead: the process is gone, its pid was reused, the machine rebooted.
-      '20250101-000000-00000001': dict(me, pid=_dead_pid()),
-      '20250101-000000-00000002': dict(me, start=me['start'] - 1),
-      '20250101-000000-00000003': dict(me, boot_id='another-boot'),
-      # Not provably dead: alive, or on a machine we cannot look into.
-      '20250101-000000-00000004': me,
-      '20250101-000000-00000005': dict(
-          me, host=socket.gethostname() + '-elsewhere'),
-      RUN: dict(me, pid=_dead_pid()),   # this run's own folder
-  }
-  for run_id, who in runs.items():
-    paths = OutputPaths.for_run(result, None, run_id)
-    write.write_marker(paths, who)
-    _put(f'{paths.temp_dir}/results-00000-of-00001', b'shard\n')
-    _put(paths.staging(paths.result), b'staged\n')
-  # Dead, but the marker names another run, or is no marker at all.
-  _put(f'{result}.shards-20250101-000000-00000006/{write.MARKER}',
-       json.dumps(dict(me, pid=_dead_pid(), run_id=OTHER)).encode())
-  _put(f'{result}.shards-20250101-000000-00000007/{write.MARKER}', b'{no')
-  # Not a run id of ours; another output's run.
-  _put(f'{result}.shards-manual/{write.MARKER}',
-       json.dumps(dict(me, pid=_dead_pid(), run_id='manual')).encode())
-  other = OutputPaths.for_run(str(tmp_path / 'res.txt.x'), None, OTHER)
-  write.write_marker(other, dict(me, pid=_dead_pid()))
-  # A dead run that died inside its commit: the old result comes back.
+  os.makedirs(current.state)
+  # Died inside its commit: the old result comes back, its staged files go.
   died = OutputPaths.for_run(result, None, '20250101-000000-00000008')
-  write.write_marker(died, dict(me, pid=_dead_pid()))
   _put(died.journal, b'committing\n')
+  _put(died.staging_marker, b'staging\n')
   _put(died.backup(result), b'old result\n')
   _put(result, b'half-committed result\n')
   _put(died.staging(current.errors), b'staged\n')
   _put(died.staging(current.summary), b'staged\n')
+  # Died while staging: its staged files go, nothing else.
+  staging = OutputPaths.for_run(result, None, '20250101-000000-00000009')
+  _put(staging.staging_marker, b'staging\n')
+  _put(staging.staging(result), b'staged\n')
+  # Not ours: a staged-looking file of a run with no marker, another
+  # output's, this run's own marker, and a name that is no run id.
+  _put(f'{result}.tmp-20250101-000000-0000000a', b'someone\'s\n')
+  _put(current.staging_marker, b'staging\n')
+  _put(str(tmp_path / 'other.txt.tmp-20250101-000000-00000009'), b'x\n')
+  _put(os.path.join(current.state, 'commit-manual'), b'x\n')
   before = _files(tmp_path)
 
-  removed = write.remove_stale_runs(current)
+  found = write.finish_dead_commits(current)
 
-  assert sorted(removed) == ['20250101-000000-00000001',
-                             '20250101-000000-00000002',
-                             '20250101-000000-00000003',
-                             '20250101-000000-00000008']
-  gone = set()
-  for run_id in removed:
-    gone |= {f'res.txt.shards-{run_id}/', f'res.txt.tmp-{run_id}',
-             f'res.txt.errors.tmp-{run_id}',
-             f'res.txt.summary.json.tmp-{run_id}', f'res.txt.bak-{run_id}'}
+  assert found == ['20250101-000000-00000008', '20250101-000000-00000009']
   after = _files(tmp_path)
   assert after.pop('res.txt') == b'old result\n'
+  gone = {'res.txt.bak-20250101-000000-00000008',
+          'res.txt.errors.tmp-20250101-000000-00000008',
+          'res.txt.summary.json.tmp-20250101-000000-00000008',
+          'res.txt.tmp-20250101-000000-00000009'}
   want = {k: v for k, v in before.items() if k not in gone}
   want.pop('res.txt')
+  want['res.txt.ev-resume/'] = ['commit-manual', f'staging-{RUN}']
   assert after == want
 
 
@@ -307,7 +291,9 @@ def test_summarize_counts_by_outcome():
       'lines_read': 10, 'records': 10, 'succeeded': 6, 'failed': 4,
       'failed_by_kind': {'bad_line': 1, 'decode': 2, 'not_found': 1},
       'error_ratio': 0.4, 'accounting_ok': True, 'wall_seconds': 2.0,
-      'images_per_second': 3.0}
+      'images_per_second': 3.0, 'processing_seconds': 2.0,
+      'processing_images_per_second': 3.0, 'resumed_lines': 0,
+      'processed_lines': 10}
   assert list(got['failed_by_kind']) == ['bad_line', 'decode', 'not_found']
 
 

@@ -8,14 +8,15 @@ for the common cases: uint8 [N,H,W,3] gets resized RGB pixels, float32
 """
 import dataclasses
 import logging
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, Iterable, List, Optional, Sequence,
+                    Tuple)
 
 import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler
 
-from ev_predict.transforms import backends
+from ev_predict.transforms import backends, progress
 from ev_predict.transforms import record as rec
 from ev_predict.transforms.metrics import NAMESPACE, StageMetrics
 from ev_predict.transforms.record import Record
@@ -214,13 +215,17 @@ class LoadedModel:
 
   def __init__(self, model_path: str, spec: ModelSpec, backend: str = 'auto',
                precision: str = 'f32', threads: Optional[int] = None,
-               batch_size: Optional[int] = None):
+               batch_size: Optional[int] = None,
+               phase: Callable[[str], None] = lambda _text: None):
+    """phase: told what the worker is doing while it starts (the live
+    status shows it)."""
     self._spec = spec
     self._precision = precision
     self._candidate = None
     self._reference = None
     if backend in (backends.OPENVINO, backends.AUTO) and not \
         spec.encoded_input:
+      phase('converting to OpenVINO')
       try:
         self._candidate = backends.OpenVinoBackend(model_path, spec,
                                                    precision, threads,
@@ -231,6 +236,7 @@ class LoadedModel:
         _LOG.warning('OpenVINO cannot run this model (%s: %s); using '
                      'TensorFlow', type(e).__name__, str(e)[:200])
     if backend != backends.OPENVINO:
+      phase('loading model (TensorFlow)')
       self._reference = backends.TensorFlowBackend(model_path, spec)
     self.backend = None if self._undecided else self._chosen.name
 
@@ -281,8 +287,10 @@ class SavedModelHandler(ModelHandler[Record, Record, LoadedModel]):
                scaling: PixelScaling = PixelScaling(), batch_size: int = 32,
                intra_op_threads: Optional[int] = None,
                local_model_path: Any = None, backend: str = 'auto',
-               precision: str = 'f32', accelerator: Optional[str] = None):
+               precision: str = 'f32', accelerator: Optional[str] = None,
+               progress_dir: Optional[str] = None):
     super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
+    self._progress_dir = progress_dir
     self._accelerator = accelerator
     self._backend = backend
     self._precision = precision
@@ -296,6 +304,9 @@ class SavedModelHandler(ModelHandler[Record, Record, LoadedModel]):
     self._metrics = None
 
   def load_model(self) -> LoadedModel:
+    phase = (progress.reporter(self._progress_dir).phase
+             if self._progress_dir else lambda _text: None)
+    phase('loading model')
     if self._threads:
       import tensorflow as tf  # pylint: disable=import-outside-toplevel
       try:
@@ -307,7 +318,7 @@ class SavedModelHandler(ModelHandler[Record, Record, LoadedModel]):
     path = self._local_model_path(self._model_path) \
         if self._local_model_path else self._model_path
     return LoadedModel(path, self._spec, self._backend, self._precision,
-                       self._threads, self._batch_size)
+                       self._threads, self._batch_size, phase)
 
   def model_input(self, tensors: Sequence[Any]) -> np.ndarray:
     """Stacks record tensors into one padded batch the signature accepts."""

@@ -1,12 +1,13 @@
-"""Read the file list: one record per non-blank line, whatever the line holds."""
+"""Read the file list: one record per non-blank line, whatever the line holds,
+read chunk by chunk (transforms/state.py)."""
 import base64
 import binascii
 import json
 from typing import Optional
 
 import apache_beam as beam
-from apache_beam.coders import coders
 
+from ev_predict.transforms import progress, state
 from ev_predict.transforms.record import BAD_LINE, Record
 
 URL = 'url'
@@ -64,21 +65,29 @@ def _with_base64(record: Record, text: bytes) -> Record:
   return record.but(data=data)
 
 
-class ReadFileList(beam.PTransform):
-  """Path of a file list -> PCollection[Record], one per non-blank line."""
+class ReadChunks(beam.DoFn):
+  """Chunk index -> its records, each knowing its place (chunk, index).
 
-  def __init__(self, path: str, image_type: str = URL):
-    super().__init__()
+  A chunk already committed (by an earlier attempt of this job: a runner
+  retrying a task, a restarted launcher) is skipped, not read again."""
+
+  def __init__(self, path: str, plan: state.ListPlan, folder: str,
+               image_type: str = URL):
     self._path = path
+    self._plan = plan
+    self._folder = folder
     self._image_type = image_type
 
-  def expand(self, pbegin):
-    image_type = self._image_type
-    return (
-        pbegin
-        # Bytes, not str: a list with a stray non-UTF-8 line must not fail the
-        # read; the line is echoed back verbatim in its record.
-        | 'ReadLines' >> beam.io.ReadFromText(
-            self._path, coder=coders.BytesCoder())
-        | 'ParseLines' >> beam.FlatMap(
-            lambda raw: [r for r in [parse_line(raw, image_type)] if r]))
+  def setup(self):
+    self._state = state.StateFolder(self._folder)
+    self._progress = progress.reporter(self._state.progress)
+
+  def process(self, index: int):
+    if self._state.is_done(index):
+      return
+    self._progress.phase('processing')
+    # Bytes, not str: a list with a stray non-UTF-8 line must not fail the
+    # read; the line is echoed back verbatim in its record.
+    for i, raw in enumerate(state.read_chunk(self._path, self._plan, index)):
+      record = parse_line(raw, self._image_type)
+      yield record.but(chunk=index, index=i)

@@ -27,6 +27,10 @@ class Record:
   # The input line exactly as given (bytes, surrounding whitespace stripped): it
   # leads the output line, so odd encodings survive the round trip.
   line: bytes
+  # Where the line is in the list: its chunk (transforms/state.py) and its
+  # place among the chunk's non-blank lines. The sink puts it back there.
+  chunk: int = 0
+  index: int = 0
   # Where the image comes from (path or URL), or None when the line carries it.
   source: Optional[str] = None
   # Encoded image bytes once fetched (or decoded from base64).

@@ -1,15 +1,17 @@
-"""Write: records -> sharded text -> one result file and one error file.
+"""Write: records -> committed chunks -> one result file and one error file.
 
-Shards go to a private temporary folder beside the output; a final step, which
-runs once after every shard is written, concatenates them into staging files
-(``<target>.tmp-<run>``) and writes the run summary beside them, counting the
-lines the staged files really hold. The launcher then commits the three files
-together (commit()): all new or, on any failure, all old. A job only ever
-deletes or replaces its own files: its three targets (by rename, never by a
-recursive delete) and the staging, backup and shard names of its own run.
+Each chunk's records (transforms/state.py) are formatted and written, in input
+order, to files of their own in the job's state folder; once the chunk is
+whole its .done marker commits it (CommitChunks, on the workers). The launcher
+then concatenates the chunks' files in chunk order into staging files
+(``<target>.tmp-<run>``) beside the targets, with the run summary
+(stage_outputs()), and commits the three files together (commit()): all new
+or, on any failure, all old. A job only ever deletes or replaces its own
+files: its three targets (by rename, never by a recursive delete), the
+staging and backup names of its own run, and its state folder's files.
 """
 import dataclasses
-import glob
+import io
 import json
 import logging
 import os
@@ -24,15 +26,14 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from ev_predict.transforms import storage
+from ev_predict.transforms import progress, storage
+from ev_predict.transforms import state as state_lib
 from ev_predict.transforms.format import Formatter
 from ev_predict.transforms.metrics import OutcomeMetrics
 from ev_predict.transforms.record import Record
 
 _LOG = logging.getLogger(__name__)
 _COPY_CHUNK = 8 << 20
-# Inside a run's shard folder: who runs it (see launcher_identity()).
-MARKER = 'launcher.json'
 _RUN_ID = re.compile(r'^\d{8}-\d{6}-[0-9a-f]{8}$')
 
 
@@ -41,14 +42,14 @@ class OutputPaths:
   result: str
   errors: str
   summary: str
-  temp_dir: str      # shards live here until the final step
+  state: str         # the resume state folder (transforms/state.py)
   run_id: str = ''
 
   @classmethod
   def for_run(cls, result: str, errors: Optional[str], run_id: str):
     return cls(result=result, errors=errors or result + '.errors',
                summary=result + '.summary.json',
-               temp_dir=f'{result}.shards-{run_id}', run_id=run_id)
+               state=state_lib.state_folder(result), run_id=run_id)
 
   @property
   def targets(self) -> Tuple[str, str, str]:
@@ -61,14 +62,20 @@ class OutputPaths:
     return f'{target}.bak-{self.run_id}'
 
   @property
-  def marker(self) -> str:
-    return f'{self.temp_dir}/{MARKER}'
+  def folder(self) -> state_lib.StateFolder:
+    return state_lib.StateFolder(self.state)
 
   @property
   def journal(self) -> str:
     """Exists while a commit is under way: tells a later run that finds
     this run dead whether its targets may already have been swapped."""
-    return f'{self.temp_dir}/commit'
+    return self.folder.journal(self.run_id)
+
+  @property
+  def staging_marker(self) -> str:
+    """Exists while this run writes its staging files: a later run that
+    finds it removes them (they are this run's, by name)."""
+    return self.folder.staging_marker(self.run_id)
 
 
 def _create(path: str):
@@ -79,11 +86,6 @@ def _create(path: str):
 def _open(path: str):
   return FileSystems.open(path,
                           compression_type=CompressionTypes.UNCOMPRESSED)
-
-
-def concatenate(shards: Sequence[str], target: str) -> None:
-  """Concatenates shards (in name order) into target, a new file."""
-  storage.for_path(target).concatenate(sorted(shards), target)
 
 
 def count_lines(path: str) -> Tuple[int, int]:
@@ -154,6 +156,8 @@ def commit(paths: OutputPaths) -> None:
     if _exists(paths.backup(target)):
       _quietly('remove backup', _delete_file, paths.backup(target))
   _quietly('remove', _delete_file, paths.journal)
+  if _exists(paths.staging_marker):
+    _quietly('remove', _delete_file, paths.staging_marker)
 
 
 def roll_back(paths: OutputPaths) -> None:
@@ -215,66 +219,45 @@ def is_alive(who: dict) -> Optional[bool]:
   return start is not None and start == who.get('start')
 
 
-def write_marker(paths: OutputPaths, who: dict) -> None:
-  if '://' not in paths.temp_dir:
-    os.makedirs(paths.temp_dir, exist_ok=True)
-  with _create(paths.marker) as f:
-    f.write(json.dumps(dict(who, run_id=paths.run_id)).encode('utf-8'))
-
-
-def remove_leftovers(paths: OutputPaths) -> None:
-  """A run's shard folder and staged files; where it died inside a commit,
-  its old targets are restored first."""
+def remove_staged(paths: OutputPaths) -> None:
+  """This run's staged files; where it died inside a commit, its old
+  targets restored first. The state folder stays: it is what a rerun
+  resumes from."""
   try:
     roll_back(paths)
+    if _exists(paths.staging_marker):
+      _delete_file(paths.staging_marker)
   except Exception:  # pylint: disable=broad-except
     _LOG.warning('ev-predict: could not roll back run %s', paths.run_id)
-    return  # keep the journal and backups for a later run to finish
-  # Workers of an interrupted run may still be closing a shard: retry.
-  for _ in range(3):
+
+
+def finish_dead_commits(paths: OutputPaths) -> List[str]:
+  """Runs of this output that died while staging or committing (their
+  marker is in the state folder): staged files removed, a half-done swap
+  rolled back (or finished, where every new file was in). Returns their
+  run ids."""
+  found = []
+  for name in sorted(state_lib.list_names(paths.state)):
+    kind, _, run_id = name.partition('-')
+    if kind not in ('commit', 'staging') or not _RUN_ID.match(run_id) or \
+        run_id == paths.run_id:
+      continue
+    dead = dataclasses.replace(paths, run_id=run_id)
     try:
-      if '://' in paths.temp_dir or _exists(paths.temp_dir):
-        FileSystems.delete([paths.temp_dir])
-      return
+      if kind == 'commit':
+        roll_back(dead)
+        _delete_file(dead.journal)
+      else:
+        for target in dead.targets:
+          if not _exists(dead.journal) and _exists(dead.staging(target)):
+            _delete_file(dead.staging(target))
+        _delete_file(dead.staging_marker)
     except Exception:  # pylint: disable=broad-except
-      time.sleep(0.2)
-  _LOG.warning('ev-predict: could not remove %s', paths.temp_dir)
-
-
-def _shard_markers(result: str) -> List[str]:
-  if '://' not in result:
-    return glob.glob(glob.escape(result) + '.shards-*/' + MARKER)
-  if glob.has_magic(result):
-    return []  # a listing pattern could name other files
-  try:
-    found = FileSystems.match([f'{result}.shards-*/{MARKER}'])
-  except Exception:  # pylint: disable=broad-except
-    return []
-  return [m.path for m in found[0].metadata_list]
-
-
-def remove_stale_runs(paths: OutputPaths) -> List[str]:
-  """Shard folders (and staged files) of earlier runs with the same result
-  path whose launcher is dead; returns their run ids. A folder without our
-  marker, or whose launcher lives or runs on another machine, is left."""
-  removed = []
-  for marker in _shard_markers(paths.result):
-    folder = marker[:-len(MARKER) - 1]
-    run_id = folder[len(paths.result) + len('.shards-'):]
-    if not _RUN_ID.match(run_id) or run_id == paths.run_id:
+      _LOG.warning('ev-predict: could not clean up after run %s', run_id)
       continue
-    try:
-      with _open(marker) as f:
-        who = json.loads(f.read().decode('utf-8'))
-    except Exception:  # pylint: disable=broad-except
-      continue
-    if who.get('run_id') != run_id or is_alive(who) is not False:
-      continue
-    stale = dataclasses.replace(paths, temp_dir=folder, run_id=run_id)
-    remove_leftovers(stale)
-    removed.append(run_id)
-    _LOG.warning('ev-predict: removed leftovers of dead run %s', run_id)
-  return removed
+    if run_id not in found:
+      found.append(run_id)
+  return found
 
 
 _watching = set()
@@ -306,13 +289,21 @@ def watch_launcher(who: Optional[dict], period: float = 1.0) -> None:
 
 def summarize(counts: Dict[str, int], lines_read: int, started_at: float,
               finished_at: float,
-              written: Optional[Tuple[int, int]] = None) -> dict:
-  """written: (result lines, error lines) as counted in the files."""
+              written: Optional[Tuple[int, int]] = None,
+              processing_started_at: Optional[float] = None,
+              resumed: Optional[Dict[str, int]] = None) -> dict:
+  """written: (result lines, error lines) the staged files hold; started_at:
+  when the user started the command; resumed: the counts (of counts)
+  committed by earlier runs, which this run did not process."""
   succeeded = counts.get('ok', 0)
   failed_by_kind = {k: v for k, v in sorted(counts.items()) if k != 'ok'}
   failed = sum(failed_by_kind.values())
   records = succeeded + failed
+  resumed = resumed or {}
+  resumed_lines = sum(resumed.values())
+  succeeded_now = succeeded - resumed.get('ok', 0)
   wall = max(finished_at - started_at, 1e-9)
+  processing = max(finished_at - (processing_started_at or started_at), 1e-9)
   return {
       'lines_read': lines_read,
       'records': records,
@@ -322,127 +313,199 @@ def summarize(counts: Dict[str, int], lines_read: int, started_at: float,
       'error_ratio': round(failed / records, 6) if records else 0.0,
       'accounting_ok': records == lines_read and (
           written is None or tuple(written) == (succeeded, failed)),
+      'resumed_lines': resumed_lines,
+      'processed_lines': records - resumed_lines,
+      # The whole job as its user waited for it (start-up included), and
+      # the part spent on images; this run's images over each.
       'wall_seconds': round(wall, 3),
-      'images_per_second': round(succeeded / wall, 2),
+      'processing_seconds': round(min(processing, wall), 3),
+      'images_per_second': round(succeeded_now / wall, 2),
+      'processing_images_per_second': round(
+          succeeded_now / min(processing, wall), 2),
   }
 
 
-class _FormatFn(beam.DoFn):
-  """Formats each record and reports progress from the worker."""
+class _OpenChunk:
+  """A chunk being written: lines go to its files in input order as soon as
+  every earlier one of the chunk is written; later ones wait in pending (a
+  failed record overtakes the good ones in flight, a few at most)."""
 
-  def __init__(self, labels, progress_every: float,
+  def __init__(self, folder: state_lib.StateFolder, index: int, lines: int):
+    self.folder = folder
+    self.index = index
+    self.lines = lines
+    self.attempt = state_lib.new_attempt()
+    self.next = 0
+    self.pending: Dict[int, Tuple[str, bytes, Optional[str]]] = {}
+    self.files = {}
+    self.sizes = {'ok': 0, 'err': 0}
+    self.written = {'ok': 0, 'err': 0}
+    self.outcomes: Dict[str, int] = {}
+    self.backends: Dict[str, int] = {}
+
+  def add(self, index: int, outcome: str, line: bytes,
+          backend: Optional[str]) -> bool:
+    """True once every line of the chunk is written."""
+    if not self.next <= index < self.lines or index in self.pending:
+      raise RuntimeError(f'chunk {self.index}: record {index} arrived twice '
+                         f'or out of range ({self.lines} lines)')
+    self.pending[index] = (outcome, line, backend)
+    while self.next in self.pending:
+      self._write(*self.pending.pop(self.next))
+      self.next += 1
+    return self.next == self.lines
+
+  def _write(self, outcome: str, line: bytes, backend: Optional[str]):
+    kind = 'ok' if outcome == 'ok' else 'err'
+    f = self.files.get(kind)
+    if f is None:
+      f = self.files[kind] = _create_new(
+          self.folder.chunk_file(self.index, self.attempt, kind))
+    f.write(line + b'\n')
+    self.sizes[kind] += len(line) + 1
+    self.written[kind] += 1
+    self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+    if backend:
+      self.backends[backend] = self.backends.get(backend, 0) + 1
+
+  def commit(self) -> state_lib.ChunkDone:
+    """Closes the files (durably), then writes the marker that commits
+    them: a crash before it leaves the chunk to be redone whole."""
+    for f in self.files.values():
+      _close_durably(f)
+    done = state_lib.ChunkDone(
+        index=self.index, attempt=self.attempt, lines=self.lines,
+        ok=self.written['ok'], errors=self.written['err'],
+        ok_bytes=self.sizes['ok'], error_bytes=self.sizes['err'],
+        outcomes=self.outcomes, backends=self.backends)
+    state_lib.write_json(self.folder.done_marker(self.index), done.to_json())
+    return done
+
+  def abandon(self) -> None:
+    for f in self.files.values():
+      _quietly('close', lambda f: f.close(), f)
+
+
+def _create_new(path: str):
+  if '://' in path:
+    return _create(path)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  return open(path, 'wb')  # pylint: disable=consider-using-with
+
+
+def _close_durably(f) -> None:
+  """A local file reaches the disk before its marker does (a machine that
+  loses power keeps no marker for a file it lost); a remote one is whole
+  once closed."""
+  if isinstance(f, io.BufferedWriter):
+    f.flush()
+    os.fsync(f.fileno())
+  f.close()
+
+
+class CommitChunks(beam.DoFn):
+  """Formats each record and commits each chunk once all its lines are in.
+
+  Every record of a chunk reaches this DoFn in the bundle that read the
+  chunk (the stages between are fused and flush at the bundle's end), so a
+  chunk still open when the bundle finishes lost records: the bundle fails
+  (and is retried by the runner) rather than commit it short."""
+
+  def __init__(self, labels, counts: Sequence[int], folder: str,
                launcher: Optional[dict] = None):
     self._labels = labels
-    self._progress_every = progress_every
+    self._counts = tuple(counts)
+    self._folder = folder
     self._launcher = launcher
 
   def setup(self):
     watch_launcher(self._launcher)
     self._format = Formatter(self._labels)
     self._metrics = OutcomeMetrics()
-    self._seen = {'ok': 0, 'failed': 0}
-    self._started = self._last = time.monotonic()
+    self._state = state_lib.StateFolder(self._folder)
+    self._progress = progress.reporter(self._state.progress)
+    self._open: Dict[int, _OpenChunk] = {}
+
+  def start_bundle(self):
+    self._drop_open()
 
   def process(self, record: Record):
     outcome, line = self._format(record)
     self._metrics.outcome(outcome)
-    self._seen['ok' if outcome == 'ok' else 'failed'] += 1
-    now = time.monotonic()
-    if self._progress_every and now - self._last >= self._progress_every:
-      self._last = now
-      done = self._seen['ok'] + self._seen['failed']
-      sys.stderr.write(
-          f'ev-predict: progress: {done} records in this worker '
-          f'({self._seen["failed"]} failed), '
-          f'{done / (now - self._started):.1f}/s\n')
-    yield outcome, line
+    chunk = self._open.get(record.chunk)
+    if chunk is None:
+      chunk = self._open[record.chunk] = _OpenChunk(
+          self._state, record.chunk, self._counts[record.chunk])
+    backend = record.backend if outcome == 'ok' else None
+    if chunk.add(record.index, outcome, line, backend):
+      del self._open[record.chunk]
+      done = chunk.commit()
+      for kind, n in done.outcomes.items():
+        self._progress.add(kind, n)
+      yield done.index
+
+  def finish_bundle(self):
+    if self._open:
+      short = {i: c.next + len(c.pending) for i, c in self._open.items()}
+      self._drop_open()
+      raise RuntimeError(
+          'records were lost before the sink: ' + ', '.join(
+              f'chunk {i} got {n} of {self._counts[i]}'
+              for i, n in sorted(short.items())))
+    self._progress.flush()
+
+  def teardown(self):
+    self._drop_open()
+    progress_ = getattr(self, '_progress', None)
+    if progress_ is not None:
+      progress_.close()
+
+  def _drop_open(self):
+    for chunk in getattr(self, '_open', {}).values():
+      chunk.abandon()
+    self._open = {}
 
 
-class WriteOutputs(beam.PTransform):
-  """PCollection[Record] -> result, error and summary files.
-
-  lines_read is a singleton PCollection with the count of non-blank input
-  lines, checked against the records that reach the sink."""
-
-  def __init__(self, paths: OutputPaths, labels: Optional[List[str]],
-               lines_read, run_id: str, started_at: float,
-               extra_summary: Optional[dict] = None,
-               progress_every: float = 30.0,
-               launcher: Optional[dict] = None):
-    super().__init__()
-    self._paths = paths
-    self._labels = labels
-    self._lines_read = lines_read
-    self._run_id = run_id
-    self._started_at = started_at
-    self._extra = extra_summary or {}
-    self._progress_every = progress_every
-    self._launcher = launcher
-
-  def expand(self, records):
-    paths, run_id = self._paths, self._run_id
-    lines = records | 'Format' >> beam.ParDo(
-        _FormatFn(self._labels, self._progress_every, self._launcher))
-    results = (lines
-               | 'SelectResults' >> beam.Filter(lambda kv: kv[0] == 'ok')
-               | 'ResultLines' >> beam.Values())
-    errors = (lines
-              | 'SelectErrors' >> beam.Filter(lambda kv: kv[0] != 'ok')
-              | 'ErrorLines' >> beam.Values())
-    result_shards = results | 'WriteResultShards' >> beam.io.WriteToText(
-        f'{paths.temp_dir}/results')
-    error_shards = errors | 'WriteErrorShards' >> beam.io.WriteToText(
-        f'{paths.temp_dir}/errors')
-    counts = (lines
-              | 'Outcomes' >> beam.Keys()
-              | 'CountOutcomes' >> beam.combiners.Count.PerElement()
-              | 'OutcomeTable' >> beam.combiners.ToDict())
-    # Which backend classified how many images ('auto' decides per worker):
-    # only the model handler sets it, on the records it classified.
-    backends = (records
-                | 'Backends' >> beam.FlatMap(
-                    lambda r: [r.backend] if r.backend else [])
-                | 'CountBackends' >> beam.combiners.Count.PerElement()
-                | 'BackendTable' >> beam.combiners.ToDict())
-    return (
-        records.pipeline
-        | 'FinalizeTrigger' >> beam.Create([None])
-        | 'Finalize' >> beam.Map(
-            _finalize, paths, run_id, self._started_at, self._extra,
-            beam.pvalue.AsList(result_shards),
-            beam.pvalue.AsList(error_shards),
-            beam.pvalue.AsSingleton(counts),
-            beam.pvalue.AsSingleton(self._lines_read),
-            beam.pvalue.AsSingleton(backends)))
-
-
-def _finalize(_, paths: OutputPaths, run_id: str, started_at: float,
-              extra: dict, result_shards: List[str], error_shards: List[str],
-              counts: Dict[str, int], lines_read: int,
-              backends: Dict[str, int]) -> dict:
-  """Stages the three files; the launcher commits them (commit())."""
-  del run_id  # in paths
-  written = {}
-  for shards, target in ((result_shards, paths.result),
-                         (error_shards, paths.errors)):
-    concatenate(shards, paths.staging(target))
-    written[target] = count_lines(paths.staging(target))
-  summary = summarize(counts, lines_read, started_at, time.time(),
-                      (written[paths.result][0], written[paths.errors][0]))
+def stage_outputs(paths: OutputPaths, plan: state_lib.ListPlan,
+                  done: Dict[int, state_lib.ChunkDone], started_at: float,
+                  processing_started_at: Optional[float],
+                  resumed: Dict[str, int], extra: dict) -> dict:
+  """Concatenates the committed chunks in input order into the staging
+  files and writes the summary beside them; the launcher commits the three
+  (commit()). Returns the summary."""
+  results, errors = state_lib.chunk_sources(paths.folder, done.values())
+  with _create(paths.staging_marker) as f:
+    f.write(b'staging\n')
+  concatenate_in_order(results, paths.staging(paths.result))
+  concatenate_in_order(errors, paths.staging(paths.errors))
+  chunks = list(done.values())
+  counts: Dict[str, int] = {}
+  backends: Dict[str, int] = {}
+  for chunk in chunks:
+    for table, add in ((counts, chunk.outcomes), (backends, chunk.backends)):
+      for k, v in add.items():
+        table[k] = table.get(k, 0) + v
+  lines = (sum(c.ok for c in chunks), sum(c.errors for c in chunks))
+  sizes = (sum(c.ok_bytes for c in chunks), sum(c.error_bytes for c in chunks))
+  staged = (file_size(paths.staging(paths.result)),
+            file_size(paths.staging(paths.errors)))
+  summary = summarize(counts, plan.total, started_at, time.time(),
+                      lines if staged == sizes else (-1, -1),
+                      processing_started_at, resumed)
   summary.update(extra)
   summary.update(result_file=paths.result, error_file=paths.errors,
-                 result_lines=written[paths.result][0],
-                 error_lines=written[paths.errors][0],
-                 result_bytes=written[paths.result][1],
-                 error_bytes=written[paths.errors][1],
-                 backends=backends)
+                 result_lines=lines[0], error_lines=lines[1],
+                 result_bytes=staged[0], error_bytes=staged[1],
+                 backends=dict(sorted(backends.items())))
   if not summary['accounting_ok']:
     _LOG.error('ev-predict: %d input lines but %d records (%d result and %d '
-               'error lines written)', lines_read, summary['records'],
-               summary['result_lines'], summary['error_lines'])
+               'error lines; %s bytes staged, %s committed)', plan.total,
+               summary['records'], lines[0], lines[1], staged, sizes)
   with _create(paths.staging(paths.summary)) as f:
     f.write(json.dumps(summary, indent=2, sort_keys=True).encode('utf-8'))
-  # The shards are copied; the folder (with the marker) goes after commit.
-  for shard in list(result_shards) + list(error_shards):
-    _quietly('remove', _delete_file, shard)
   return summary
+
+
+def concatenate_in_order(sources: Sequence[str], target: str) -> None:
+  """target (a new file) = sources in the order given."""
+  storage.for_path(target).concatenate(list(sources), target)

@@ -30,6 +30,8 @@ setuptools.setup(
         'urllib3>=2',
         # Result lines: the scores' reprs at C speed (transforms/format.py).
         'orjson>=3.10',
+        # The launcher's live bar on a terminal (pipeline/status.py).
+        'rich>=13',
     ],
     extras_require={
         'test': ['pytest>=8', 'pytest-timeout', 'scikit-learn'],

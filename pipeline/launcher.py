@@ -37,7 +37,7 @@ from ev_predict.pipeline import graph, parameters, resume, status
 from ev_predict.pipeline.commandline import UsageError, parse_command_line
 from ev_predict.pipeline.options import (EvPredictOptions, check_beam_flags,
                                          is_direct, runner_kind, to_flags)
-from ev_predict.transforms import redact, state, write
+from ev_predict.transforms import progress, redact, state, write
 
 __all__ = ['OSS_FILESYSTEM', 'UsageError', 'job_error', 'launch',
            'make_options', 'make_runner', 'print_summary', 'process_table',
@@ -151,6 +151,8 @@ def run(argv: List[str], started_at: Optional[float] = None) -> dict:
   resumption = resume.prepare(job.values, job.paths, job.workers,
                               job.launcher)
   _state.resumption = resumption
+  # Counts of an earlier run's workers would be counted again.
+  progress.clear(resumption.folder.progress)
   _say_what_resumes(job, resumption)
   try:
     with resume.Heartbeat(resumption.folder, job.launcher), status.Monitor(

@@ -432,6 +432,9 @@ class CommitChunks(beam.DoFn):
   def process(self, record: Record):
     outcome, line = self._format(record)
     self._metrics.outcome(outcome)
+    # Counted when formatted, not when its chunk commits: the live status
+    # moves with every image (a resumed run recounts what it redoes).
+    self._progress.add(outcome)
     chunk = self._open.get(record.chunk)
     if chunk is None:
       chunk = self._open[record.chunk] = _OpenChunk(
@@ -439,10 +442,7 @@ class CommitChunks(beam.DoFn):
     backend = record.backend if outcome == 'ok' else None
     if chunk.add(record.index, outcome, line, backend):
       del self._open[record.chunk]
-      done = chunk.commit()
-      for kind, n in done.outcomes.items():
-        self._progress.add(kind, n)
-      yield done.index
+      yield chunk.commit().index
 
   def finish_bundle(self):
     if self._open:

@@ -16,6 +16,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.transforms import combiners
 
 from ev_predict.pipeline import parameters
 from ev_predict.pipeline.commandline import UsageError
@@ -343,7 +344,7 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
   """Adds the whole job to p: the chunks in todo are read, classified and
   committed to the job's state folder (transforms/state.py); the launcher
   then joins the committed chunks into the output files. Returns the
-  PCollection of committed chunk indices.
+  PCollection holding how many chunks this run committed.
 
   Every record, failed or not, flows through every stage (each passes failed
   records through), so the job is one fused, streaming stage after the
@@ -384,7 +385,12 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
           job.labels, chunks.counts, job.paths.state,
           # Only local worker processes share the launcher's machine.
           launcher=job.launcher if is_direct(options.view_as(
-              StandardOptions).runner) else None)))
+              StandardOptions).runner) else None))
+      # A stage whose output nobody reads is awaited on its control channel
+      # only: FnApiRunner then waits forever for a local worker process that
+      # died. Read, its data channel closing fails the job (and the
+      # launcher restarts it: launcher.worker_lost).
+      | 'CountCommitted' >> combiners.Count.Globally())
 
 
 def summary_fields(job: JobPlan, attempt: int) -> dict:

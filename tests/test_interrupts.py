@@ -2,6 +2,7 @@
 real error inside a worker process."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -9,7 +10,6 @@ import time
 
 from tests.conftest import write_image
 from tests.helpers import process_table
-from ev_predict.transforms import write
 
 EV_PREDICT = os.path.join(os.path.dirname(sys.executable), 'ev-predict')
 
@@ -72,9 +72,12 @@ def _alive(pid):
     return False
 
 
-def _old_files_and_nothing_else(out):
+def _old_files_and_the_state(out):
+  """The old files as they were, no staging file, and the state folder a
+  rerun resumes from."""
   assert sorted(os.listdir(out.parent)) == [
-      'res.txt', 'res.txt.errors', 'res.txt.summary.json']
+      'res.txt', 'res.txt.ev-resume', 'res.txt.errors',
+      'res.txt.summary.json']
   assert out.read_text() == 'old result\n'
   assert (out.parent / 'res.txt.errors').read_text() == 'old errors\n'
   assert (out.parent / 'res.txt.summary.json').read_text() == '{"old": 1}'
@@ -93,7 +96,7 @@ def _interrupt(tmp_path, http_server, model_dirs, sig, workers, delay=0.5,
     _wait(lambda: _hits(http_server, tag) >= min_hits or
           proc.poll() is not None, 180, 'the job to fetch images')
     assert proc.poll() is None, proc.communicate()[1][-3000:]
-    assert any('.shards-' in n for n in os.listdir(out.parent))
+    assert 'res.txt.ev-resume' in os.listdir(out.parent)
     pids = _workers(proc.pid)
     assert len(pids) == (workers if workers > 1 else 0), pids
     proc.send_signal(sig)
@@ -113,9 +116,12 @@ def test_sigint_exits_130_with_one_line(tmp_path, model_dirs, http_server):
   assert code == 130, err[-3000:]
   assert 'Traceback' not in err, err[-3000:]
   mine = [l for l in err.splitlines() if 'interrupt' in l.lower()]
-  assert mine == ['ev-predict: interrupted by SIGINT; earlier output files '
-                  'left as they were'], err[-3000:]
-  _old_files_and_nothing_else(out)
+  assert len(mine) == 1, err[-3000:]
+  assert re.fullmatch(
+      r'ev-predict: interrupted by SIGINT; earlier output files left as they '
+      r'were; rerun the same command to continue \((\d+) of 60 lines are '
+      r'committed\) \(-Dresume=false starts over\)', mine[0]), mine
+  _old_files_and_the_state(out)
 
 
 def test_sigterm_exits_143_and_stops_workers(tmp_path, model_dirs,
@@ -125,33 +131,29 @@ def test_sigterm_exits_143_and_stops_workers(tmp_path, model_dirs,
   assert code == 143, err[-3000:]
   assert 'Traceback' not in err, err[-3000:]
   mine = [l for l in err.splitlines() if 'interrupt' in l.lower()]
-  assert mine == ['ev-predict: interrupted by SIGTERM; earlier output files '
-                  'left as they were'], err[-3000:]
-  _old_files_and_nothing_else(out)
+  assert len(mine) == 1, err[-3000:]
+  assert re.fullmatch(
+      r'ev-predict: interrupted by SIGTERM; earlier output files left as they '
+      r'were; rerun the same command to continue \((\d+) of 60 lines are '
+      r'committed\) \(-Dresume=false starts over\)', mine[0]), mine
+  _old_files_and_the_state(out)
 
 
-def test_killed_launcher_workers_exit_and_next_run_cleans(tmp_path,
-                                                          model_dirs,
-                                                          http_server):
+def test_killed_launcher_workers_exit_and_next_run_takes_over(
+    tmp_path, model_dirs, http_server):
   """SIGKILL the launcher: its worker processes exit within seconds; the
-  next run with the same output removes the dead run's shard folder, and
-  leaves a folder whose launcher lives (this test process) alone."""
+  state folder names the dead launcher, and the next run with the same
+  output takes it over (here with another list: it starts fresh, saying
+  why)."""
   # Slow images: a worker busy in a bundle does not notice on its own (it
   # ran on for minutes).
   code, err, _, out = _interrupt(tmp_path, http_server, model_dirs,
                                  signal.SIGKILL, 2, delay=10, min_hits=6)
   assert code == -signal.SIGKILL
   assert err.count('is gone; worker exiting') == 2, err[-3000:]
-  dead = [n for n in os.listdir(out.parent) if '.shards-' in n]
-  assert len(dead) == 1
-  with open(out.parent / dead[0] / write.MARKER) as f:
+  state = out.parent / 'res.txt.ev-resume'
+  with open(state / 'launcher.json') as f:
     assert json.load(f)['pid'] != os.getpid()
-  live_id = '20260101-000000-0123abcd'
-  live = write.OutputPaths.for_run(str(out), None, live_id)
-  write.write_marker(live, write.launcher_identity())
-  foreign = out.parent / 'res.txt.shards-20260101-000000-feedbeef'
-  foreign.mkdir()
-  (foreign / 'x').write_text('no marker: not provably ours')
 
   img = write_image(tmp_path / 'quick.png', 5)
   listing = tmp_path / 'quick.txt'
@@ -161,18 +163,16 @@ def test_killed_launcher_workers_exit_and_next_run_cleans(tmp_path,
   proc = subprocess.run([EV_PREDICT] + argv, capture_output=True, text=True,
                         timeout=300, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  dead_id = dead[0][len('res.txt.shards-'):]
-  assert f'removed leftovers of dead run {dead_id}' in proc.stderr
-  assert sorted(os.listdir(out.parent)) == sorted([
-      'res.txt', 'res.txt.errors', 'res.txt.summary.json',
-      os.path.basename(live.temp_dir), foreign.name])
-  assert os.listdir(live.temp_dir) == [write.MARKER]
+  assert 'ev-predict: starting fresh: the file list changed' in proc.stderr
+  assert sorted(os.listdir(out.parent)) == [
+      'res.txt', 'res.txt.errors', 'res.txt.summary.json']
   assert out.read_text().startswith(img + ', {"class"')
 
 
 def test_real_worker_error_runs_once(tmp_path, oss_env, model_dirs):
-  """Every shard upload of a 2-worker job is refused (403): the job runs
-  once, fails with exit 3 naming the error, and leaves nothing on OSS."""
+  """Every chunk upload of a 2-worker job is refused (403): the job runs
+  once, fails with exit 3 naming the error, and leaves no output on OSS
+  (only the state a rerun continues from)."""
   server = oss_env
   imgs = [write_image(tmp_path / f'w{i}.png', 60 + i) for i in range(6)]
   listing = tmp_path / 'list.txt'
@@ -183,12 +183,12 @@ def test_real_worker_error_runs_once(tmp_path, oss_env, model_dirs):
   with server.faults(fail_first=10**6, error_status=403,
                      fault_filter=lambda r: r.op in (
                          'PutObject', 'InitiateMultipartUpload') and
-                     '/beam-temp-' in r.key):
+                     '/chunks/' in r.key):
     proc = subprocess.run([EV_PREDICT] + argv, capture_output=True,
                           text=True, timeout=300, check=False)
-  attempts = {r.key.split('/beam-temp-')[1].split('/')[0]
-              for r in server.requests if '/beam-temp-' in r.key}
-  assert len(attempts) == 1, attempts
+  tries = [r.key for r in server.requests if '/chunks/' in r.key and
+           r.op in ('PutObject', 'InitiateMultipartUpload')]
+  assert len(tries) == 1, tries   # one chunk, written once: no job restart
   assert proc.returncode == 3, proc.stderr[-3000:]
   assert 'restarting' not in proc.stderr
   assert 'worker process was lost' not in proc.stderr
@@ -196,4 +196,9 @@ def test_real_worker_error_runs_once(tmp_path, oss_env, model_dirs):
           if l.startswith('ev-predict:')][-1]
   assert last.startswith('ev-predict: job failed:') and 'once/' in last
   assert 'Forbidden' in last, last   # storage.Forbidden, a PermissionError
-  assert not [k for k in server.keys('out') if k.startswith('once/')]
+  # No output; the state a rerun resumes from, without any chunk.
+  left = sorted(k for k in server.keys('out') if k.startswith('once/'))
+  assert [k for k in left if not k.startswith('once/res.txt.ev-resume/')
+          or '/chunks/' in k] == [], left
+  assert {'once/res.txt.ev-resume/manifest.json',
+          'once/res.txt.ev-resume/plan.json'} <= set(left), left

@@ -1,5 +1,7 @@
 """Local parallelism: several DirectRunner worker processes give the same
 result file (after sorting lines) as one, even when one of them dies."""
+import glob
+import json
 import os
 import signal
 import threading
@@ -56,9 +58,25 @@ def _slow_job(tmp_path, http_server, model_path, name):
   return lines, out, argv
 
 
-def _run_killing_one_worker(argv, http_server):
-  """Runs the job, SIGKILLs one of its two worker processes once 30 slow
-  images were served; returns (summary or None, exception or None)."""
+def _busy(out, workers):
+  """The worker processes that hold chunks to do (their progress files
+  say they are processing)."""
+  found = set()
+  for name in glob.glob(f'{out}.ev-resume/progress/*.json'):
+    try:
+      with open(name) as f:
+        state = json.load(f)
+    except (OSError, ValueError):
+      continue
+    if state.get('phase') == 'processing':
+      found.add(state.get('pid'))
+  return [p for p in workers if p in found]
+
+
+def _run_killing_one_worker(argv, http_server, out):
+  """Runs the job, SIGKILLs one of its two worker processes (one with work
+  to do) once 30 slow images were served; returns (summary or None,
+  exception or None)."""
   outcome = {}
 
   def job():
@@ -74,8 +92,9 @@ def _run_killing_one_worker(argv, http_server):
   deadline = time.monotonic() + 240
   while time.monotonic() < deadline and runner.is_alive():
     workers = _sdk_workers()
-    if len(workers) == 2 and _slow_hits(http_server) >= 30:
-      killed = workers[0]
+    busy = _busy(out, workers)
+    if len(workers) == 2 and busy and _slow_hits(http_server) >= 30:
+      killed = busy[0]
       os.kill(killed, signal.SIGKILL)
       break
     time.sleep(0.2)
@@ -107,7 +126,7 @@ def test_killed_worker_process_reruns_and_loses_nothing(tmp_path, model_dirs,
   result has every line exactly once, nothing of the dead attempt is left."""
   lines, out, argv = _slow_job(tmp_path, http_server, model_dirs['uint8'],
                                'killed')
-  summary, error = _run_killing_one_worker(argv, http_server)
+  summary, error = _run_killing_one_worker(argv, http_server, out)
   assert error is None, error
   assert summary['attempts'] == 2
   assert_each_line_once(out, lines, summary, ['not_found'])
@@ -118,14 +137,16 @@ def test_killed_worker_process_reruns_and_loses_nothing(tmp_path, model_dirs,
 @_dead_worker_noise
 def test_failed_job_leaves_previous_result_untouched(tmp_path, model_dirs,
                                                      http_server):
-  """Without restarts the job fails (exit 1 from the CLI); the result of an
-  earlier run stays whole, and no partial file or shard appears."""
+  """Without restarts the job fails (exit 3 from the CLI); the result of an
+  earlier run stays whole, and no partial file appears."""
   _, out, argv = _slow_job(tmp_path, http_server, model_dirs['uint8'],
                           'failed')
   out.parent.mkdir()
   out.write_bytes(b'previous result\n')
   summary, error = _run_killing_one_worker(argv + ['-Dmax_restarts=0'],
-                                           http_server)
+                                           http_server, out)
   assert summary is None and error is not None
   assert out.read_bytes() == b'previous result\n'
-  assert sorted(os.listdir(out.parent)) == ['result.txt']
+  # No partial file; the state a rerun continues from.
+  assert sorted(os.listdir(out.parent)) == ['result.txt',
+                                            'result.txt.ev-resume']

@@ -393,9 +393,15 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
       | 'CountCommitted' >> combiners.Count.Globally())
 
 
-def summary_fields(job: JobPlan, attempt: int) -> dict:
-  """The summary's description of the job (beside its counts)."""
+def summary_fields(job: JobPlan, attempt: int,
+                   list_identity: Optional[dict] = None) -> dict:
+  """The summary's description of the job (beside its counts);
+  list_identity: the list's size and mtime as the job found them (a retry
+  refuses a list changed since)."""
+  list_identity = list_identity or {}
   return {
+      'input_size': list_identity.get('size'),
+      'input_mtime': list_identity.get('mtime'),
       'run_id': job.run_id,
       'input_file': job.values.input_oss_file,
       'model_path': job.values.model_path,

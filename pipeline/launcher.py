@@ -168,7 +168,8 @@ def run(argv: List[str], started_at: Optional[float] = None) -> dict:
     write.stage_outputs(job.paths, resumption.plan, done, started_at,
                         monitor.snapshot().first_at,
                         resumption.resumed_counts(),
-                        graph.summary_fields(job, attempt))
+                        graph.summary_fields(job, attempt,
+                                             resumption.list_identity))
     with _deferred_signals():
       write.commit(job.paths)
       _state.committed = True

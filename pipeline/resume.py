@@ -45,6 +45,7 @@ class Resumption:
   plan: state_lib.ListPlan
   done: Dict[int, state_lib.ChunkDone]   # committed before this run
   fresh: Optional[str] = None            # why earlier state was dropped
+  list_identity: Optional[dict] = None   # the list's size and mtime
 
   @property
   def todo(self) -> List[int]:
@@ -145,7 +146,8 @@ def prepare(values, paths: write.OutputPaths, parallel: int,
         reason = 'its chunk plan is missing (it was stopped while starting)'
     if reason is None:
       _own(folder, launcher)
-      return Resumption(folder, plan, state_lib.committed(folder, plan))
+      return Resumption(folder, plan, state_lib.committed(folder, plan),
+                        list_identity=key['list'])
     remove_state(folder)
   state_lib.write_json(folder.manifest, {'format': state_lib.FORMAT,
                                          'key': key,
@@ -155,7 +157,7 @@ def prepare(values, paths: write.OutputPaths, parallel: int,
   plan = state_lib.scan(values.input_oss_file,
                         state_lib.chunk_lines_for(total, parallel))
   state_lib.write_json(folder.plan, plan.to_json())
-  return Resumption(folder, plan, {}, fresh=reason)
+  return Resumption(folder, plan, {}, fresh=reason, list_identity=key['list'])
 
 
 def _names(root: str) -> List[str]:

@@ -76,7 +76,7 @@ def _old_files_and_the_state(out):
   """The old files as they were, no staging file, and the state folder a
   rerun resumes from."""
   assert sorted(os.listdir(out.parent)) == [
-      'res.txt', 'res.txt.ev-resume', 'res.txt.errors',
+      'res.txt', 'res.txt.errors', 'res.txt.ev-resume',
       'res.txt.summary.json']
   assert out.read_text() == 'old result\n'
   assert (out.parent / 'res.txt.errors').read_text() == 'old errors\n'

@@ -26,6 +26,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     # A job from a template: submit sets the environment for the command
     # line it resolves.
     return submit.main(argv[1:])
+  if argv[:1] == ['retry']:
+    # A finished job's failed lines again, merged in place.
+    from ev_predict.pipeline import retry
+    return retry.main(argv[1:])
   launcher.quiet_runtime_logs(argv)
   return launcher.launch(argv)
 

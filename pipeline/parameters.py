@@ -11,7 +11,8 @@ in step with it (tests/test_parameters.py).
 Adding a parameter is one ``Parameter(...)`` entry here, plus its use
 (``job.values.<name>`` in the pipeline).
 
-Standard library only: transforms/ (the OSS file system on workers) imports it.
+Standard library only (and transforms/record.py's error kinds, itself standard
+library only): transforms/ (the OSS file system on workers) imports it.
 Texts are written with `backticks` for literals: docs/ shows them as code,
 --help and templates without them.
 """
@@ -22,10 +23,13 @@ import sys
 import textwrap
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-# Kinds of value, as written on a command line.
-STR, INT, FLOAT, BOOL, CHOICE, SIZE, FLOATS = (
-    'str', 'int', 'float', 'bool', 'choice', 'size', 'floats')
-KINDS = (STR, INT, FLOAT, BOOL, CHOICE, SIZE, FLOATS)
+from ev_predict.transforms.record import ERROR_KINDS
+
+# Kinds of value, as written on a command line. CHOICES: one or more of the
+# choices, comma-separated.
+STR, INT, FLOAT, BOOL, CHOICE, SIZE, FLOATS, CHOICES = (
+    'str', 'int', 'float', 'bool', 'choice', 'size', 'floats', 'choices')
+KINDS = (STR, INT, FLOAT, BOOL, CHOICE, SIZE, FLOATS, CHOICES)
 
 # In this order in --help and docs/parameters.md.
 GROUPS = ('model', 'input', 'output', 'job', 'cluster', 'oss', 'inference',
@@ -83,11 +87,23 @@ class Parameter:
       except ValueError:
         raise ParameterError(f'-D{self.name} must be comma-separated '
                              'numbers') from None
+    if self.kind == CHOICES:
+      items = tuple(dict.fromkeys(v.strip() for v in text.split(',')
+                                  if v.strip()))
+      if not items:
+        raise ParameterError(f'-D{self.name} needs one or more of '
+                             f'{", ".join(self.choices)}')
+      return items
     return text
 
   def problem(self, value: Any, written: str) -> Optional[str]:
     """What is wrong with a parsed value (choices, bounds), if anything;
     written: the value as the user wrote it, for the message."""
+    if self.kind == CHOICES:
+      unknown = [v for v in value if v not in self.choices]
+      return (f'-D{self.name} takes comma-separated values among '
+              f'{", ".join(self.choices)}, not {", ".join(unknown)!r}'
+              if unknown else None)
     if self.choices and value not in self.choices:
       template = self.refusal or '-D{name} must be one of {choices}, not ' \
           '{value!r}'
@@ -307,6 +323,15 @@ TABLE: Tuple[Parameter, ...] = (
     P('jpeg_draft', BOOL, 'decode', default=True,
       help='decode JPEGs at 1/2, 1/4 or 1/8 scale when still larger than the '
       'model input'),
+    # Last in the table, shown with its group ('job').
+    P('retry_errors', CHOICES, 'job', default=('timeout', 'fetch'),
+      choices=ERROR_KINDS,
+      help='`ev-predict retry OUTPUT`: the error kinds whose lines it runs '
+      'again, comma-separated',
+      doc='`ev-predict retry OUTPUT`: the error kinds (comma-separated) whose '
+      'lines of OUTPUT\'s error file it runs again, merging the outcome into '
+      'the result and error files in place (the transient ones by default). '
+      'A job ignores it'),
 )
 del P
 

@@ -26,7 +26,8 @@ def test_every_parameter_is_described():
     assert p.group in parameters.GROUPS, p
     assert p.help.strip() and '\n' not in p.help, p
     assert not (p.required and p.default is not None), p
-    assert bool(p.choices) == (p.kind == parameters.CHOICE), p
+    assert bool(p.choices) == (p.kind in (parameters.CHOICE,
+                                          parameters.CHOICES)), p
     if p.minimum is not None or p.above is not None or p.maximum is not None:
       assert p.kind in (parameters.INT, parameters.FLOAT), p
   assert len(PARAMETERS) == len(TABLE)  # no name twice

@@ -324,7 +324,7 @@ TABLE: Tuple[Parameter, ...] = (
       help='decode JPEGs at 1/2, 1/4 or 1/8 scale when still larger than the '
       'model input'),
     # Last in the table, shown with its group ('job').
-    P('retry_errors', CHOICES, 'job', default=('timeout', 'fetch'),
+    P('retry_errors', CHOICES, 'job', results=False, default=('timeout', 'fetch'),
       choices=ERROR_KINDS,
       help='`ev-predict retry OUTPUT`: the error kinds whose lines it runs '
       'again, comma-separated',

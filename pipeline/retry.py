@@ -370,9 +370,11 @@ def _merge_and_commit(req, summary, folder, inner, who, started) -> dict:
   run_id = time.strftime('%Y%m%d-%H%M%S') + '-' + uuid.uuid4().hex[:8]
   paths = write.OutputPaths.for_run(summary['result_file'],
                                     summary['error_file'], run_id)
-  write.remove_stale_runs(paths)
+  # The commit's markers live in the job's state folder, where any later
+  # run of this output finds them should this retry die mid-commit.
+  write.finish_dead_commits(paths)
+  del who  # the retry folder's marker names this launcher
   try:
-    write.write_marker(paths, who)
     counts = merge.merge(
         summary['parameters']['input_oss_file'], paths.result, paths.errors,
         folder.result, folder.errors, paths.staging(paths.result),
@@ -390,8 +392,18 @@ def _merge_and_commit(req, summary, folder, inner, who, started) -> dict:
     with launcher._deferred_signals():  # a signal waits for the commit
       write.commit(paths)
   finally:
-    write.remove_leftovers(paths)
+    write.remove_staged(paths)
+    _remove_if_empty(paths.state)
   return new
+
+
+def _remove_if_empty(folder: str) -> None:
+  """The state folder the commit used, unless a job keeps state there."""
+  if '://' not in folder:
+    try:
+      os.rmdir(folder)
+    except OSError:
+      pass
 
 
 def _max_error_ratio(req: Request, summary: dict) -> float:

@@ -339,8 +339,9 @@ def _make_preparer(config: DecodeConfig, encoded_input: bool, metrics):
 
 
 def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
-                   job: JobPlan, chunks: state.ListPlan,
-                   todo: Sequence[int]):
+                   job: Optional[JobPlan] = None,
+                   chunks: Optional[state.ListPlan] = None,
+                   todo: Optional[Sequence[int]] = None):
   """Adds the whole job to p: the chunks in todo are read, classified and
   committed to the job's state folder (transforms/state.py); the launcher
   then joins the committed chunks into the output files. Returns the
@@ -350,7 +351,15 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
   records through), so the job is one fused, streaming stage after the
   chunks are spread: no Partition/Flatten that a local runner would
   materialize in memory, and every record of a chunk reaches the sink in
-  the bundle that read it."""
+  the bundle that read it.
+
+  Without job, chunks and todo (a graph to inspect) the job is planned and
+  every chunk of a fresh scan is to do."""
+  job = job or plan(options)
+  if chunks is None:
+    chunks = state.scan(job.values.input_oss_file, state.chunk_lines_for(
+        state.count_lines(job.values.input_oss_file), job.workers))
+  todo = range(chunks.chunks) if todo is None else todo
   chunk_ids = p | 'Chunks' >> beam.Create(list(todo))
   if _needs_distribution(options, job):
     # Spread chunks over workers (a single local worker skips it).

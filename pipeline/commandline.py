@@ -3,7 +3,8 @@
 PAI users paste commands such as
 ``pai -name ev_predict_ext -Dmodel_type=classifier -Dmodel_path="oss://…";``.
 parse_command_line() turns that (or ``--key=value``) into parameters and
-Beam flags; every other ``--flag`` is Beam's.
+Beam flags; every other ``--flag`` is Beam's. ``-v`` and ``-vv`` are
+``-Dlog_level=info`` and ``=debug``.
 
 Only the standard library and the parameter table: ``ev-predict --help``
 and the runtime environment (launcher.quiet_runtime_logs) need it before
@@ -38,14 +39,27 @@ def _unknown(name: str) -> UsageError:
                     ', '.join(PARAMETERS))
 
 
+# -v and -vv: -Dlog_level=info and =debug (the more verbose of the two wins).
+VERBOSE = {'-v': 1, '-vv': 2, '--verbose': 1}
+_VERBOSITY = ('error', 'info', 'debug')
+
+
+def split_command_line(argv: List[str]) -> List[str]:
+  """argv as separate arguments: a whole pasted PAI command given as one
+  argument is split as a shell would. Anything can be appended to the
+  result (not to a pasted command)."""
+  args = list(argv)
+  if len(args) == 1 and args[0].lstrip().startswith('pai '):
+    args = shlex.split(args[0])
+  return args
+
+
 def parse_command_line(argv: List[str], errors: Optional[List[str]] = None
                        ) -> Tuple[Dict[str, str], List[str]]:
   """argv -> (PAI parameters as strings, remaining Beam flags). A problem
   raises UsageError; given a list, errors collects every problem instead and
   values are left unchecked (submit checks them with the template's)."""
-  args = list(argv)
-  if len(args) == 1 and args[0].lstrip().startswith('pai '):
-    args = shlex.split(args[0])  # a whole pasted command as one argument
+  args = split_command_line(argv)
   if args and args[0] == 'pai':
     args = args[1:]
   params: Dict[str, str] = {}
@@ -60,11 +74,15 @@ def parse_command_line(argv: List[str], errors: Optional[List[str]] = None
     value = _unquote(value)
     params[key] = value if errors is not None else _checked(key, value)
 
+  verbosity = 0
   i = 0
   while i < len(args):
     arg = args[i].strip()
     i += 1
     if not arg or arg == ';':
+      continue
+    if arg.rstrip(';') in VERBOSE:  # a pasted command's last may end in ;
+      verbosity += VERBOSE[arg.rstrip(';')]
       continue
     if arg == '-name':
       if i >= len(args) or _unquote(args[i]) != _PAI_PROGRAM:
@@ -101,7 +119,18 @@ def parse_command_line(argv: List[str], errors: Optional[List[str]] = None
       continue
     problem(UsageError(f'unexpected argument {arg!r}; parameters look like '
                        '-Dkey=value'))
+  if verbosity:
+    _add_verbosity(params, _VERBOSITY[min(verbosity, 2)])
   return params, beam_args
+
+
+def _add_verbosity(params: Dict[str, str], level: str) -> None:
+  order = PARAMETERS['log_level'].choices
+  given = params.get('log_level')
+  # A value that is not a level stays, to be refused as written.
+  if given is None or (given in order and
+                       order.index(level) > order.index(given)):
+    params['log_level'] = level
 
 
 def type_error(key: str, value: str) -> Optional[str]:

@@ -33,7 +33,7 @@ from apache_beam.options.pipeline_options import (DirectOptions,
                                                   StandardOptions,
                                                   WorkerOptions)
 
-from ev_predict.pipeline import graph, parameters, resume, status
+from ev_predict.pipeline import graph, logs, parameters, resume, status
 from ev_predict.pipeline.commandline import UsageError, parse_command_line
 from ev_predict.pipeline.options import (EvPredictOptions, check_beam_flags,
                                          is_direct, runner_kind, to_flags)
@@ -58,12 +58,13 @@ _PARALLEL = ('flinkrunner', 'portablerunner')
 def quiet_runtime_logs(argv: List[str],
                        environ: Optional[MutableMapping[str, str]] = None
                        ) -> None:
-  """TensorFlow's C++ start-up chatter (and a CUDA probe when no GPU was
-  asked for) would bury the lines a user needs. Must run before TensorFlow
-  is imported; local worker processes inherit it. A user's own settings
-  win."""
+  """TensorFlow's and gRPC's C++ chatter (and a CUDA probe when no GPU was
+  asked for) would bury the lines a user needs: the environment for argv's
+  -Dlog_level (pipeline/logs.py). Must run before TensorFlow is imported;
+  local worker processes inherit it. A user's own settings win, unless argv
+  asks for a level."""
   environ = os.environ if environ is None else environ
-  environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  logs.set_environment(*logs.level_of(argv), environ)
   if not _asks_for_gpu(argv):
     environ.setdefault('CUDA_VISIBLE_DEVICES', '')
 
@@ -397,9 +398,9 @@ def launch(argv: List[str]) -> int:
   """Runs a job as a command: exit code 0, 1 (records do not add up, or too
   many failed), 2 (usage: nothing ran), 3 (the job failed), 128 + signal."""
   redact.install()
-  logging.basicConfig(level=logging.ERROR, stream=sys.stderr,
-                      format='%(message)s')
-  _LOG.setLevel(logging.INFO)
+  level, _ = logs.level_of(argv)
+  logs.configure(level)
+  argv = logs.with_harness_level(argv, level)
   try:
     with _handling_signals():
       summary = run(argv)

@@ -225,6 +225,18 @@ TABLE: Tuple[Parameter, ...] = (
     P('allow_empty', BOOL, 'job', default=True, results=False,
       help='an empty file list is a warning (exit 0, empty outputs); false '
       'makes it an error (exit 2)'),
+    P('log_level', CHOICE, 'job', results=False, default='error',
+      choices=('error', 'warning', 'info', 'debug'),
+      help='what the libraries (TensorFlow, Beam, gRPC, Python warnings) '
+      'print besides ev-predict\'s own lines; `-v` is `info`, `-vv` `debug`',
+      doc='what the libraries print besides ev-predict\'s own lines '
+      '(progress, the summary, one-line errors): `error` (nothing in a '
+      'normal run), `warning`, `info` (`-v`) or `debug` (`-vv`, with '
+      'tracebacks). It sets Python logging and warnings, '
+      '`TF_CPP_MIN_LOG_LEVEL`, `GRPC_VERBOSITY` and the SDK workers\' '
+      '`--default_sdk_harness_log_level`; a flag of that name given wins, '
+      'and so do those variables set in the environment while the level '
+      'is left at its default'),
     P('num_worker', INT, 'cluster', results=False, default=1, minimum=1, pai=True,
       help='workers; on DirectRunner, local worker processes'),
     P('cpuRequired', INT, 'cluster', results=False, minimum=1, pai=True,
@@ -395,9 +407,10 @@ def help_text(width: Optional[int] = None) -> str:
     lines.append(f'  {name}:')
     for p in group(name):
       shown = plain(p.shown_default)
-      extra = f' [{shown}]' if p.required else \
+      extra = '' if p.required else \
           f' [default: {shown}]' if shown else ''
-      line = f'    -D{p.name:<{column}}{plain(p.help)}{extra}'
+      mark = '(required) ' if p.required else ''
+      line = f'    -D{p.name:<{column}}{mark}{plain(p.help)}{extra}'
       lines.extend(textwrap.wrap(
           line, width, subsequent_indent=' ' * (6 + column),
           break_long_words=False, break_on_hyphens=False) if width else

@@ -34,7 +34,7 @@ import shlex
 import sys
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from ev_predict.pipeline import launcher, template
+from ev_predict.pipeline import launcher, logs, template
 from ev_predict.pipeline.graph import check_parameters
 from ev_predict.pipeline.commandline import UsageError, parse_command_line
 from ev_predict.pipeline.options import check_beam_flags
@@ -51,6 +51,8 @@ usage: ev-predict submit --template NAME|FILE -Dkey=value ...
   --beam_flag=value     a Beam flag (replaces the template's entry)
   --dry-run             print the resolved ev-predict command line and
                         options (secrets masked) and exit without running
+  -v, -vv               the libraries' log lines too (-Dlog_level=info,
+                        debug)
 
 The parameters, their meaning and defaults: ev-predict --help.
 """
@@ -366,8 +368,9 @@ def main(argv: Sequence[str]) -> int:
     resolved = resolve(req)
     if req.dry_run:
       # The same option handling as a run (no file is opened).
-      report = dry_run_report(resolved,
-                              launcher.make_options(resolved.argv), masker)
+      argv = logs.with_harness_level(resolved.argv,
+                                     logs.level_of(resolved.argv)[0])
+      report = dry_run_report(resolved, launcher.make_options(argv), masker)
   except UsageError as e:
     sys.stderr.write(f'ev-predict: error: {masker.text(str(e))}\n')
     return 2

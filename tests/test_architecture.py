@@ -12,11 +12,15 @@ import textwrap
 
 import pytest
 
-from ev_predict.pipeline import launcher
+from ev_predict.pipeline import launcher, logs
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ('pipeline', 'transforms')  # installed as ev_predict.<folder>
-_RUNTIME_ENV = ('CUDA_VISIBLE_DEVICES', 'TF_CPP_MIN_LOG_LEVEL')
+_RUNTIME_ENV = ('CUDA_VISIBLE_DEVICES', 'TF_CPP_MIN_LOG_LEVEL',
+                'GRPC_VERBOSITY', 'EV_PREDICT_LOG_LEVEL')
+# What ev-predict sets for its default -Dlog_level (pipeline/logs.py).
+_QUIET = {'TF_CPP_MIN_LOG_LEVEL': '3', 'GRPC_VERBOSITY': 'NONE',
+          'EV_PREDICT_LOG_LEVEL': 'error'}
 
 
 def module_names(root: pathlib.Path):
@@ -168,7 +172,7 @@ def test_main_sets_the_environment_before_tensorflow(tmp_path, model_dirs):
                  f'-Dinput_oss_file={listing}',
                  f'-Doutput_oss_file={tmp_path / "out.txt"}',
                  '-Dsignature_name=nope')
-  quiet = {'CUDA_VISIBLE_DEVICES': '', 'TF_CPP_MIN_LOG_LEVEL': '2'}
+  quiet = {'CUDA_VISIBLE_DEVICES': '', **_QUIET}
   # The model was read (TensorFlow loaded) and its signature refused.
   assert seen == {'code': 2, 'at_import': quiet, 'after': quiet}
 
@@ -187,8 +191,7 @@ def test_a_gpu_job_keeps_cuda_visible(argv, cuda):
   """For the command line given, or the one a template resolves to."""
   seen = _python(_MAIN, *argv)
   assert seen['code'] == 2
-  assert seen['after'] == {'CUDA_VISIBLE_DEVICES': cuda,
-                           'TF_CPP_MIN_LOG_LEVEL': '2'}
+  assert seen['after'] == {'CUDA_VISIBLE_DEVICES': cuda, **_QUIET}
 
 
 def test_the_oss_plugin_names_a_file_system():
@@ -221,12 +224,13 @@ def test_cuda_is_hidden_unless_gpu_required_is_above_0(argv, hidden):
   own parsing), in every form a command line can give it."""
   environ = {}
   launcher.quiet_runtime_logs(argv, environ)
-  assert environ == {'TF_CPP_MIN_LOG_LEVEL': '2',
+  assert environ == {**_QUIET, 'PYTHONPATH': logs.WORKER_SITE,
                      **({'CUDA_VISIBLE_DEVICES': ''} if hidden else {})}
   # A user's own setting wins either way.
   environ = {'CUDA_VISIBLE_DEVICES': '1', 'TF_CPP_MIN_LOG_LEVEL': '0'}
   launcher.quiet_runtime_logs(argv, environ)
-  assert environ == {'CUDA_VISIBLE_DEVICES': '1', 'TF_CPP_MIN_LOG_LEVEL': '0'}
+  assert environ == {**_QUIET, 'PYTHONPATH': logs.WORKER_SITE,
+                     'CUDA_VISIBLE_DEVICES': '1', 'TF_CPP_MIN_LOG_LEVEL': '0'}
 
 
 def test_help_imports_no_beam():

@@ -109,9 +109,9 @@ def test_help_is_quiet_and_fits_a_terminal():
   assert lines[0].startswith('usage: ev-predict -Dkey=value')
   assert [l for l in lines if len(l) > 79] == []
   text = ' '.join(proc.stdout.split())
-  assert 'exit codes: 0 ok, 1 too many failed lines' in text
+  assert 'exit codes: 0 ok 1 too many failed lines' in text
   assert '130/143 interrupted' in text and "--flags are Beam's" in text
-  assert '-Dmodel_path SavedModel directory' in text
+  assert '-Dmodel_path (required) SavedModel directory' in text
 
 
 def test_no_arguments_is_a_usage_error():

@@ -160,7 +160,7 @@ def test_help_lists_every_parameter():
     line = next(l for l in text.splitlines() if l.split()[:1] == [f'-D{p.name}'])
     assert parameters.plain(p.help) in line
     if p.required:
-      assert line.endswith('[required]')
+      assert line.split()[1] == '(required)' and '[default' not in line
     elif p.default is not None:
       assert line.endswith(f'[default: {p.text(p.default)}]')
 

@@ -83,7 +83,8 @@ def test_local_dry_run_output(capsys):
       "  runner: DirectRunner\n"
       "  direct_num_workers: 2\n"
       "  direct_running_mode: multi_processing\n"
-      "  default_sdk_harness_log_level: WARN\n"
+      # -Dlog_level's default (error), as a run sets it (pipeline/logs.py).
+      "  default_sdk_harness_log_level: ERROR\n"
       f'  beam_plugins: ["{launcher.OSS_FILESYSTEM}"]\n')
   # The printed line is a command line that parses back to the same argv.
   argv = shlex.split(out.splitlines()[0])[1:]

@@ -4,7 +4,8 @@ gives the same result and error lines as on DirectRunner.
 
 Runs only with EV_PREDICT_FLINK=1: the first run downloads Flink and Beam's
 Flink runner (about 400 MB from PyPI and Maven Central, into build/flink/) and
-needs Java 11/17 and Maven; a run takes about two minutes. With
+needs Java 11/17 and Maven; the module takes about 12 minutes on 2 busy cores
+(4 TaskManagers; each job ~1.5-3 min, mostly SDK worker start-up). With
 EV_PREDICT_FLINK=1 a missing prerequisite fails the test instead of skipping it.
 """
 import json
@@ -35,7 +36,7 @@ pytestmark = [
     pytest.mark.skipif(
         os.environ.get('EV_PREDICT_FLINK') != '1',
         reason='Flink cluster tests run with EV_PREDICT_FLINK=1 (they need '
-               'Java, Maven, ~400 MB of downloads on first use, ~2 min)'),
+               'Java, Maven, ~400 MB of downloads on first use, ~12 min)'),
     pytest.mark.timeout(1200),
 ]
 

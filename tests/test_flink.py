@@ -4,7 +4,8 @@ gives the same result and error lines as on DirectRunner.
 
 Runs only with EV_PREDICT_FLINK=1: the first run downloads Flink and Beam's
 Flink runner (about 400 MB from PyPI and Maven Central, into build/flink/) and
-needs Java 11/17 and Maven; a run takes about two minutes. With
+needs Java 11/17 and Maven; the module takes about 12 minutes on 2 busy cores
+(4 TaskManagers; each job ~1.5-3 min, mostly SDK worker start-up). With
 EV_PREDICT_FLINK=1 a missing prerequisite fails the test instead of skipping it.
 """
 import json
@@ -14,11 +15,13 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 import urllib.request
 
 import pytest
 
 from ev_predict.pipeline import launcher
+from ev_predict.transforms import state as state_lib
 from tests.cluster import (free_port, mixed_file_list, run_and_read,
                            run_oss_job_keeping_the_secret, run_script,
                            worker_environment)
@@ -33,9 +36,15 @@ pytestmark = [
     pytest.mark.skipif(
         os.environ.get('EV_PREDICT_FLINK') != '1',
         reason='Flink cluster tests run with EV_PREDICT_FLINK=1 (they need '
-               'Java, Maven, ~400 MB of downloads on first use, ~2 min)'),
+               'Java, Maven, ~400 MB of downloads on first use, ~12 min)'),
     pytest.mark.timeout(1200),
 ]
+
+
+def _leftovers(folder):
+  """What a job left beside its three files (staging files, its state)."""
+  return sorted(n for n in os.listdir(folder) if not n.endswith(
+      ('result.txt', 'result.txt.errors', 'result.txt.summary.json')))
 
 
 def _script(command, env, timeout):
@@ -53,9 +62,20 @@ class Cluster:
     with urllib.request.urlopen(self.rest + path, timeout=10) as r:
       return json.loads(r.read())
 
+  def jobs(self):
+    return {j['jid']: j['state'] for j in self.get('/jobs/overview')['jobs']}
+
   def finished_jobs(self):
-    return {j['jid'] for j in self.get('/jobs/overview')['jobs']
-            if j['state'] == 'FINISHED'}
+    return {jid for jid, state in self.jobs().items() if state == 'FINISHED'}
+
+  def cancel(self, jid):
+    request = urllib.request.Request(f'{self.rest}/jobs/{jid}?mode=cancel',
+                                     method='PATCH')
+    with urllib.request.urlopen(request, timeout=10):
+      pass
+
+  def taskmanagers(self):
+    return self.get('/taskmanagers')['taskmanagers']
 
   def logs(self):
     return subprocess.run([str(SCRIPT), 'logs'], env=self.env, cwd=ROOT,
@@ -73,9 +93,11 @@ def flink_cluster(tmp_path_factory):
   env.update(FLINK_RUN_DIR=str(tmp_path_factory.mktemp('flink-run')),
              FLINK_REST_PORT=str(free_port()),
              FLINK_RPC_PORT=str(free_port()),
-             # Jobs use 2; the third lets a job survive a lost TaskManager
-             # (test_killed_taskmanager_job_still_exactly_once, run last).
-             FLINK_TASKMANAGERS='3', FLINK_TASK_SLOTS='1',
+             # Jobs use 2. test_failed_job_resumes_where_it_stopped kills
+             # one; of the 3 left, the third lets a job survive a lost
+             # TaskManager (test_killed_taskmanager_job_still_exactly_once,
+             # run last).
+             FLINK_TASKMANAGERS='4', FLINK_TASK_SLOTS='1',
              **worker_environment(tmp_path_factory))
   _script('setup', env, 1200)
   try:
@@ -86,31 +108,71 @@ def flink_cluster(tmp_path_factory):
                    capture_output=True, check=False)
 
 
+def _commit_order(folder, stop):
+  """Chunk indices in the order their .done markers appeared (polled)."""
+  order = []
+  while not stop.wait(0.05):
+    for name in sorted(state_lib.list_names(folder.chunks)):
+      index = int(name[1:9]) if name.endswith('.done') else None
+      if index is not None and index not in order:
+        order.append(index)
+  return order
+
+
 def test_flink_matches_direct_runner(tmp_path, model_dirs, http_server,
                                      flink_cluster, monkeypatch):
+  """Two parallel tasks on two TaskManagers write, byte for byte, the result
+  and error files DirectRunner writes: every line in input order. The first
+  chunk's lines are slow to fetch, so later chunks are committed before it
+  (watched in the state folder): the order is the launcher's, not luck's."""
   monkeypatch.chdir(ROOT)
-  lines, n_ok, bad_kinds = mixed_file_list(tmp_path, http_server)
+  mixed, n_ok, bad_kinds = mixed_file_list(tmp_path, http_server)
+  for i in range(20):
+    write_image(f'{http_server.root}/early{i}.png', 600 + i)
+  # Chunks of 20 lines (state.chunk_lines_for): chunk 0 takes 6 s, the
+  # other four well under one.
+  early = [f'{http_server.base}/slow/6/early{i}.png' for i in range(20)]
+  late = [write_image(tmp_path / f'late{i}.png', 700 + i) for i in range(40)]
+  lines = early + late + mixed
+  n_ok += len(early) + len(late)
   listing = tmp_path / 'list.txt'
   listing.write_text(''.join(l + '\n' for l in lines), encoding='utf-8')
   common = [f'-Dmodel_path={model_dirs["uint8"]}',
             f'-Dinput_oss_file={listing}', '-Dmax_error_ratio=1',
             '-Dnum_worker=2', '-Dbatch_size=4']
 
-  direct = run_and_read(common, tmp_path / 'direct' / 'result.txt')
+  direct_out = tmp_path / 'direct' / 'result.txt'
+  direct = run_and_read(common, direct_out)
 
+  out = tmp_path / 'flink' / 'result.txt'
+  folder = state_lib.StateFolder(state_lib.state_folder(str(out)))
+  stop, order = threading.Event(), []
+  watcher = threading.Thread(
+      target=lambda: order.extend(_commit_order(folder, stop)), daemon=True)
+  watcher.start()
   before = flink_cluster.finished_jobs()
   try:
     flink = run_and_read(common + flink_cluster.flags + [
         '--parallelism=2',
         # Beam's Java runner only knows WARN (launcher.py's default is WARNING).
         '--default_sdk_harness_log_level=WARN',
-    ], tmp_path / 'flink' / 'result.txt')
+    ], out)
   except Exception:
     print(flink_cluster.logs())
     raise
+  finally:
+    stop.set()
+    watcher.join()
 
-  assert sorted(flink[0]) == sorted(direct[0])
-  assert sorted(flink[1]) == sorted(direct[1])
+  assert sorted(order) == list(range(5)), order
+  assert order != sorted(order), f'chunks were committed in order: {order}'
+  print(f'FLINK-ORDER: chunks committed in the order {order}')
+  for name in ('result.txt', 'result.txt.errors'):
+    assert (out.parent / name).read_bytes() == \
+        (direct_out.parent / name).read_bytes(), name
+  # (mixed_file_list's failing lines are the list's last)
+  assert [split_output_line(l)[0].decode() for l in flink[0] + flink[1]] \
+      == lines
   assert len(direct[0]) == n_ok
   kinds = sorted(split_output_line(l)[1]['error'] for l in direct[1])
   assert kinds == bad_kinds
@@ -118,14 +180,16 @@ def test_flink_matches_direct_runner(tmp_path, model_dirs, http_server,
     assert summary['accounting_ok']
     assert summary['lines_read'] == len(lines)
     assert summary['succeeded'] == n_ok
-  assert not list((tmp_path / 'flink').glob('*.shards-*'))
+    assert summary['resumed_lines'] == 0
+  assert _leftovers(out.parent) == []
 
   # It ran on the cluster: one new finished job whose classification stage
   # ran with parallelism 2 on both TaskManagers.
   new = flink_cluster.finished_jobs() - before
   assert len(new) == 1, new
   jid = new.pop()
-  # ... without a single task failure on the way (restarts hide them).
+  # ... without a single task failure on the way (restarts hide them; a
+  # chunk whose records reached CommitChunks in two bundles fails one).
   assert not flink_cluster.get(
       f'/jobs/{jid}/exceptions')['exceptionHistory']['entries']
   classify = [v for v in flink_cluster.get(f'/jobs/{jid}')['vertices']
@@ -193,7 +257,9 @@ def test_oss_job_on_flink_never_shows_the_secret(tmp_path, model_dirs,
 
 def _busy_taskmanagers(run_dir):
   """{TaskManager JVM pid: its descendant pids}, for this cluster's
-  TaskManagers that run an SDK worker (so hold a task of a running job)."""
+  TaskManagers that run an SDK worker (so hold a task of a running job).
+  scripts/flink-sdk-worker execs sdk_worker_main once it has the job's
+  options: a worker at work shows only the latter."""
   table = process_table()
   tms = [pid for pid, (_, cmd) in table.items()
          if b'TaskManagerRunner' in cmd and run_dir.encode() in cmd]
@@ -205,9 +271,130 @@ def _busy_taskmanagers(run_dir):
       family |= kids
       grew = bool(kids)
     family.discard(tm)
-    if any(b'flink-sdk-worker' in table[p][1] for p in family):
+    if any(b'sdk_worker_main' in table[p][1] for p in family):
       busy[tm] = family
   return busy
+
+
+def _kill_family(tm, family):
+  for pid in [tm, *family]:
+    try:
+      os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+
+
+def test_failed_job_resumes_where_it_stopped(tmp_path, model_dirs,
+                                              http_server, flink_cluster,
+                                              monkeypatch):
+  """A TaskManager is SIGKILLed (with its SDK workers: the machine is gone)
+  mid-job and the job fails. The same command run again continues from the
+  chunks committed before: it fetches only the lines of the others, each
+  once, and writes, byte for byte, what an uninterrupted DirectRunner run
+  of the list writes.
+
+  The job is failed by cancelling it on the cluster right after the kill:
+  the cluster's restart strategy (10 attempts) would rerun it, and Beam's
+  Flink runner takes no per-job restart budget in batch mode
+  (--number_of_execution_retries is only read for streaming jobs, and
+  ev-predict refuses Java-only flags)."""
+  monkeypatch.chdir(ROOT)
+  for i in range(200):
+    write_image(f'{http_server.root}/rs{i}.png', 900 + i, size=(34, 28))
+  lines = [f'{http_server.base}/slow/0.2/rs{i}.png' for i in range(200)]
+  lines.append(f'{http_server.base}/status/404')
+  listing = tmp_path / 'list.txt'
+  listing.write_text(''.join(l + '\n' for l in lines))
+  job = [f'-Dmodel_path={model_dirs["uint8"]}', f'-Dinput_oss_file={listing}',
+         '-Dmax_error_ratio=1', '-Dnum_worker=2', '-Dbatch_size=4',
+         '-Dfetch_threads=2']
+  out = tmp_path / 'flink' / 'result.txt'
+  argv = job + [f'-Doutput_oss_file={out}'] + flink_cluster.flags + [
+      '--parallelism=2']
+  direct_out = tmp_path / 'direct' / 'result.txt'
+  launcher.run(job + [f'-Doutput_oss_file={direct_out}'])
+
+  def fetches():
+    with http_server.lock:
+      return {p: n for p, n in http_server.hits.items()
+              if p.startswith('/slow/0.2/rs')}
+
+  folder = state_lib.StateFolder(state_lib.state_folder(str(out)))
+  run_dir = flink_cluster.env['FLINK_RUN_DIR']
+  before_jobs = set(flink_cluster.jobs())
+  killed, cancelled = [], []
+  stop = threading.Event()
+
+  def kill_then_cancel():
+    while not stop.wait(0.2):
+      done = [n for n in state_lib.list_names(folder.chunks)
+              if n.endswith('.done')]
+      busy = _busy_taskmanagers(run_dir)
+      if len(done) >= 3 and len(busy) == 2:
+        _kill_family(*next(iter(busy.items())))
+        killed.append(len(done))
+        for jid, state in flink_cluster.jobs().items():
+          if jid not in before_jobs and state not in ('FINISHED', 'FAILED',
+                                                      'CANCELED'):
+            flink_cluster.cancel(jid)
+            cancelled.append(jid)
+        return
+
+  # The first run in a process of its own (a rerun in the process of a
+  # failed run would find that run's launcher.json naming a live pid).
+  from tests.test_oss import EV_PREDICT
+  thread = threading.Thread(target=kill_then_cancel, daemon=True)
+  thread.start()
+  try:
+    proc = subprocess.run([EV_PREDICT] + argv, capture_output=True,
+                          timeout=600, check=False, cwd=ROOT)
+  finally:
+    stop.set()
+    thread.join()
+  assert killed and len(cancelled) == 1, (killed, cancelled,
+                                          proc.stderr.decode()[-2000:])
+  assert proc.returncode == 3, proc.stderr.decode()[-3000:]
+  assert b'ev-predict: job failed' in proc.stderr
+  assert not out.exists()
+  plan = state_lib.ListPlan.from_json(state_lib.read_json(folder.plan))
+  committed = state_lib.committed(folder, plan)
+  starts = [sum(plan.counts[:i]) for i in range(plan.chunks + 1)]
+  kept = {j for i in committed for j in range(starts[i], starts[i + 1])}
+  assert 0 < len(kept) < len(lines), (len(kept), plan.chunks)
+
+  # The rerun waits for the JobManager to drop the dead TaskManager (a
+  # task deployed to it would fail): 3 TaskManagers, all alive.
+  deadline = time.monotonic() + 120
+  while len(flink_cluster.taskmanagers()) != 3:
+    assert time.monotonic() < deadline, flink_cluster.taskmanagers()
+    time.sleep(1)
+  first = fetches()
+  try:
+    summary = launcher.run(argv)
+  except Exception:
+    print(flink_cluster.logs())
+    raise
+  again = {p: n - first.get(p, 0) for p, n in fetches().items()
+           if n > first.get(p, 0)}
+
+  assert summary['resumed_lines'] == len(kept)
+  assert summary['processed_lines'] == len(lines) - len(kept)
+  assert summary['accounting_ok'] and summary['lines_read'] == len(lines)
+  # Only the lines of the chunks not committed were fetched, each once.
+  redo = {lines[j].replace(http_server.base, '') for j in
+          range(len(lines)) if j not in kept and '/slow/' in lines[j]}
+  assert set(again) == redo and set(again.values()) == {1}
+  for name in ('result.txt', 'result.txt.errors'):
+    assert (out.parent / name).read_bytes() == \
+        (direct_out.parent / name).read_bytes(), name
+  assert _leftovers(out.parent) == []
+  assert flink_cluster.jobs()[cancelled[0]] == 'CANCELED'
+  # Fetched by the failed run, then again: the chunks in flight at the kill.
+  twice = sum(1 for p in again if first.get(p, 0) >= 2)
+  print(f'FLINK-RESUME: killed at {killed[0]} chunks committed; '
+        f'{len(committed)} of {plan.chunks} committed when the job ended '
+        f'({len(kept)} lines resumed); the rerun fetched {len(again)} lines, '
+        f'{twice} of them fetched by the failed run too')
 
 
 def test_killed_taskmanager_job_still_exactly_once(tmp_path, model_dirs,
@@ -247,11 +434,7 @@ def test_killed_taskmanager_job_still_exactly_once(tmp_path, model_dirs,
       busy = _busy_taskmanagers(flink_cluster.env['FLINK_RUN_DIR'])
       if len(busy) == 2 and slow_hits() >= 40:
         tm, family = next(iter(busy.items()))
-        for pid in [tm, *family]:
-          try:
-            os.kill(pid, signal.SIGKILL)
-          except ProcessLookupError:
-            pass
+        _kill_family(tm, family)
         killed.append(tm)
         return
 
@@ -269,7 +452,7 @@ def test_killed_taskmanager_job_still_exactly_once(tmp_path, model_dirs,
   assert killed, 'the job ended before a TaskManager could be killed'
 
   assert_each_line_once(out, lines, summary, ['not_found'])
-  assert not list(out.parent.glob('*.shards-*'))
+  assert _leftovers(out.parent) == []
 
   # The job that finished is the one that lost a TaskManager on the way.
   new = flink_cluster.finished_jobs() - before

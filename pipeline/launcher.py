@@ -140,9 +140,10 @@ def run(argv: List[str], started_at: Optional[float] = None) -> dict:
   The job continues what an earlier run of it committed (pipeline/
   resume.py); once every chunk is committed the three output files are
   staged from them and swapped in together, and the state is removed.
-  started_at: when the user started it (default: this process's start)."""
+  started_at: when the user started it (the command: its process's start;
+  default: now)."""
   redact.install()   # before any library logs a signed request
-  started_at = started_at or process_started_at()
+  started_at = started_at or time.time()
   options = make_options(argv)
   job = graph.plan(options)
   _state.job, _state.committed, _state.resumption = job, False, None
@@ -178,6 +179,8 @@ def run(argv: List[str], started_at: Optional[float] = None) -> dict:
   finally:
     with _deferred_signals():
       write.remove_staged(job.paths)
+      if not _state.committed:
+        resume.release(resumption.folder, job.launcher)
   return _read_summary(job)
 
 
@@ -403,7 +406,7 @@ def launch(argv: List[str]) -> int:
   argv = logs.with_harness_level(argv, level)
   try:
     with _handling_signals():
-      summary = run(argv)
+      summary = run(argv, started_at=process_started_at())
   except UsageError as e:
     sys.stderr.write(f'ev-predict: error: {e}\n')
     return 2

@@ -197,6 +197,10 @@ def _refuse_if_owned(folder: state_lib.StateFolder, names: List[str]) -> None:
     who = state_lib.read_json(folder.owner)
   except Exception:  # pylint: disable=broad-except
     return
+  if who.get('pid') == os.getpid() and who.get('start') == \
+      write.launcher_identity().get('start') and \
+      who.get('host') == write.launcher_identity().get('host'):
+    return  # an earlier run of this process (runs in one process are serial)
   alive = write.is_alive(who)
   if alive is None:
     alive = time.time() - float(who.get('updated', 0)) < _STALE
@@ -209,6 +213,16 @@ def _refuse_if_owned(folder: state_lib.StateFolder, names: List[str]) -> None:
 
 def _own(folder: state_lib.StateFolder, launcher: dict) -> None:
   state_lib.write_json(folder.owner, dict(launcher, updated=time.time()))
+
+
+def release(folder: state_lib.StateFolder, launcher: dict) -> None:
+  """Says this launcher no longer writes the folder (its run ended), so
+  that a next run need not wait for it to be provably gone."""
+  try:
+    if state_lib.read_json(folder.owner).get('pid') == launcher.get('pid'):
+      FileSystems.delete([folder.owner])
+  except Exception:  # pylint: disable=broad-except
+    pass
 
 
 class Heartbeat:

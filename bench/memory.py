@@ -114,16 +114,21 @@ def _result_lines(ctx, folder: Path, paths, result_sizes) -> dict:
 
 
 def child_list_memory(arg: dict) -> dict:
-  """ev-predict's first steps alone (ReadFileList, optionally its
+  """ev-predict's first steps alone (ReadChunks, optionally a
   Reshuffle) -> WriteToText, on the FnApiRunner: does peak RSS grow with the
   file list because of the Reshuffle?"""
   import apache_beam as beam
   from apache_beam.options.pipeline_options import PipelineOptions
   from bench.baselines import fn_api_runner
-  from ev_predict.transforms import read
+  from ev_predict.transforms import read, state
   options = PipelineOptions([])
+  chunks = state.scan(arg['filelist'], state.chunk_lines_for(
+      state.count_lines(arg['filelist']), 1))
   with beam.Pipeline(runner=fn_api_runner(options), options=options) as p:
-    records = p | 'ReadFileList' >> read.ReadFileList(arg['filelist'])
+    records = (p
+               | 'Chunks' >> beam.Create(list(range(chunks.chunks)))
+               | 'ReadChunks' >> beam.ParDo(read.ReadChunks(
+                   arg['filelist'], chunks, arg['output'] + '.ev-resume')))
     if arg['reshuffle']:
       records = records | 'Distribute' >> beam.Reshuffle()
     _ = (records

@@ -100,7 +100,7 @@ def test_a_failed_job_says_so_in_one_line(tmp_path, oss_env, model_dirs):
   with server.faults(fail_first=10**6, error_status=403,
                      fault_filter=lambda r: r.op in (
                          'PutObject', 'InitiateMultipartUpload') and
-                     '/beam-temp-' in r.key):
+                     '/chunks/' in r.key):
     proc = _run(job)
   assert proc.returncode == 3, proc.stderr[-3000:]
   lines = [l for l in proc.stderr.splitlines() if l.strip()]

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench import baselines, ceilings, memory, models
+from bench import baselines, ceilings, memory, models, resume
 
 CHILDREN = {
     'list-memory': memory.child_list_memory,
@@ -20,6 +20,8 @@ CHILDREN = {
     'naive': baselines.child_naive,
     'beam-example': baselines.child_beam_example,
     'beam-example-ov': baselines.child_beam_example_openvino,
+    'scan-time': resume.child_scan_time,
+    'commit-cost': resume.child_commit_cost,
 }
 
 

@@ -42,17 +42,24 @@ class Config:
   diagnostics: bool = True
   memory: bool = False
   memory_lines: tuple = (1000, 100000)
+  resume: bool = False
+  old_engine: Path = Path('/work/main')
+  resume_pairs: int = 3
+  resume_lines: int = 100_000
+  resume_memory_lines: tuple = (10_000, 100_000, 1_000_000)
+  resume_scan_lines: tuple = (1_000_000, 10_000_000)
   only: frozenset = frozenset()
 
   def want(self, part: str) -> bool:
     """--only names exactly what runs; without it the --no-* flags drop
-    parts and paired/memory need --rounds/--memory."""
+    parts and paired/memory/resume need --rounds/--memory/--kill-resume."""
     if self.only:
       return part in self.only
     return not ((part == 'profile' and not self.profile) or
                 (part == 'diagnostics' and not self.diagnostics) or
                 (part == 'paired' and not self.rounds) or
-                (part == 'memory' and not self.memory))
+                (part == 'memory' and not self.memory) or
+                (part == 'resume' and not self.resume))
 
   @property
   def ceiling_seconds(self) -> float:

@@ -35,18 +35,26 @@ def run_child(ctx, child: str, arg: dict, name: str) -> dict:
   return run_cmd(ctx, cmd, name, result_path)
 
 
-def run_cmd(ctx, cmd, name: str, result_path=None, timeout=None) -> dict:
+def run_cmd(ctx, cmd, name: str, result_path=None, timeout=None, env=None,
+            on_poll=None) -> dict:
   """Runs a command to completion; returns wall time, its CPU time and peak
-  RSS (os.wait4) and the JSON it left at result_path."""
+  RSS (os.wait4) and the JSON it left at result_path.
+
+  env: variables set over ctx.child_env() (a PYTHONPATH there replaces the
+  caller's: which ev-predict code runs). on_poll(pid, seconds): called about
+  every 20 ms while the command runs; when it returns True the command is
+  SIGKILLed (the run's 'killed' is then True)."""
   logs = ctx.work / 'logs'
   logs.mkdir(parents=True, exist_ok=True)
   log_path = logs / f'{name}.log'
   if result_path and result_path.exists():
     result_path.unlink()
-  env = dict(os.environ)
-  env.update(ctx.child_env())
+  child_env = dict(os.environ)
+  child_env.update(ctx.child_env())
+  child_env.update(env or {})
   # The children import bench (python -m) and tests from the checkout.
-  env['PYTHONPATH'] = str(ROOT) + os.pathsep + env.get('PYTHONPATH', '')
+  child_env['PYTHONPATH'] = (str(ROOT) + os.pathsep +
+                             child_env.get('PYTHONPATH', ''))
   others_before = wait_quiet(ctx) if ctx.quiet_wait else None
   with open(log_path, 'wb') as out:
     out.write((' '.join(cmd) + '\n').encode())
@@ -55,13 +63,16 @@ def run_cmd(ctx, cmd, name: str, result_path=None, timeout=None) -> dict:
     started_at = time.time()
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                            cwd=ROOT, env=env)
+                            cwd=ROOT, env=child_env)
     deadline = None if timeout is None else started + timeout
+    killed = False
     while True:
       pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
       if pid:
         break
-      if deadline and time.perf_counter() > deadline:
+      if (deadline and time.perf_counter() > deadline) or (
+          on_poll and on_poll(proc.pid, time.perf_counter() - started)):
+        killed = not (deadline and time.perf_counter() > deadline)
         proc.kill()
         pid, status, usage = os.wait4(proc.pid, 0)
         break
@@ -78,10 +89,11 @@ def run_cmd(ctx, cmd, name: str, result_path=None, timeout=None) -> dict:
                                  wall),
       'others_before': others_before,
       'started_at': started_at, 'ended_at': started_at + wall,
+      'killed': killed,
   }
   if result_path and result_path.exists():
     res['result'] = json.loads(result_path.read_text())
-  if proc.returncode != 0:
+  if proc.returncode != 0 and not killed:
     tail = log_path.read_text(errors='replace')[-1500:]
     log(f'{name} exited {proc.returncode}; log tail:\n{tail}')
   return res
@@ -197,4 +209,79 @@ def marginal(runs) -> dict:
     djob = b['summary']['wall_seconds'] - a['summary']['wall_seconds']
     out['job_marginal_img_s'] = (b['n'] - a['n']) / djob if djob > 0 \
         else float('nan')
+  return out
+
+
+# --- while a command runs: the memory of its whole process tree ------------
+
+class TreeRss:
+  """An on_poll for run_cmd: samples, every `period` s, the resident memory
+  of the command and of every process below it (/proc), so that a job
+  whose work runs in child processes (SDK workers) is measured whole, not
+  only by its largest process as os.wait4's ru_maxrss is.
+
+  peak_tree_mb: the largest sum of VmRSS over the tree in one sample;
+  peak_launcher_mb: the command's own VmHWM (its kernel-kept peak) at the
+  last sample; processes: the most processes seen in the tree at once."""
+
+  def __init__(self, period: float = 0.25, then=None):
+    self.period, self.then = period, then
+    self.peak_tree_mb = self.peak_launcher_mb = 0.0
+    self.processes = 0
+    self.samples = 0
+    self._next = 0.0
+
+  def __call__(self, pid: int, seconds: float) -> bool:
+    if seconds >= self._next:
+      self._next = seconds + self.period
+      self._sample(pid)
+    return bool(self.then and self.then(pid, seconds))
+
+  def _sample(self, root: int) -> None:
+    tree = descendants(root) | {root}
+    total = 0.0
+    for pid in tree:
+      status = _status_kb(pid, (b'VmRSS:', b'VmHWM:'))
+      total += status.get(b'VmRSS:', 0) / 1024
+      if pid == root and b'VmHWM:' in status:
+        self.peak_launcher_mb = max(self.peak_launcher_mb,
+                                    status[b'VmHWM:'] / 1024)
+    self.peak_tree_mb = max(self.peak_tree_mb, total)
+    self.processes = max(self.processes, len(tree))
+    self.samples += 1
+
+  def figures(self) -> dict:
+    return {'peak_tree_mb': self.peak_tree_mb,
+            'peak_launcher_hwm_mb': self.peak_launcher_mb,
+            'max_processes': self.processes, 'rss_samples': self.samples}
+
+
+def descendants(root: int) -> set:
+  parents = {}
+  for name in os.listdir('/proc'):
+    if not name.isdigit():
+      continue
+    try:
+      with open(f'/proc/{name}/stat', 'rb') as f:
+        parents[int(name)] = int(f.read().rsplit(b')', 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+      continue
+  found, frontier = set(), {root}
+  while frontier:
+    frontier = {p for p, pp in parents.items()
+                if pp in frontier and p not in found}
+    found |= frontier
+  return found
+
+
+def _status_kb(pid: int, keys) -> dict:
+  out = {}
+  try:
+    with open(f'/proc/{pid}/status', 'rb') as f:
+      for line in f:
+        if line.startswith(keys):
+          key, value = line.split()[:2]
+          out[key] = int(value)
+  except (OSError, ValueError):
+    pass
   return out

@@ -61,8 +61,8 @@ def _long_lists(ctx, folder: Path, paths, model: Path, sizes,
 
 
 def _read_write_only(ctx, folder: Path, lo: int, hi: int) -> dict:
-  """Which step holds the lines: ReadFileList -> [Reshuffle] -> write
-  alone, on the shortest and the longest list."""
+  """Which step holds the lines: the chunks -> [Reshuffle] -> ReadChunks
+  -> write alone, on the shortest and the longest list."""
   out = {}
   for reshuffle in (True, False):
     peaks = {}
@@ -114,24 +114,23 @@ def _result_lines(ctx, folder: Path, paths, result_sizes) -> dict:
 
 
 def child_list_memory(arg: dict) -> dict:
-  """ev-predict's first steps alone (ReadChunks, optionally a
-  Reshuffle) -> WriteToText, on the FnApiRunner: does peak RSS grow with the
-  file list because of the Reshuffle?"""
+  """ev-predict's first steps alone (the list's chunks, optionally their
+  Reshuffle, ReadChunks) -> WriteToText, on the FnApiRunner: does peak RSS
+  grow with the file list because of the Reshuffle or the read?"""
   import apache_beam as beam
   from apache_beam.options.pipeline_options import PipelineOptions
   from bench.baselines import fn_api_runner
   from ev_predict.transforms import read, state
+  path = arg['filelist']
+  plan = state.scan(path, state.chunk_lines_for(state.count_lines(path), 1))
   options = PipelineOptions([])
-  chunks = state.scan(arg['filelist'], state.chunk_lines_for(
-      state.count_lines(arg['filelist']), 1))
   with beam.Pipeline(runner=fn_api_runner(options), options=options) as p:
-    records = (p
-               | 'Chunks' >> beam.Create(list(range(chunks.chunks)))
-               | 'ReadChunks' >> beam.ParDo(read.ReadChunks(
-                   arg['filelist'], chunks, arg['output'] + '.ev-resume')))
+    chunks = p | 'Chunks' >> beam.Create(list(range(plan.chunks)))
     if arg['reshuffle']:
-      records = records | 'Distribute' >> beam.Reshuffle()
-    _ = (records
+      chunks = chunks | 'Distribute' >> beam.Reshuffle()
+    _ = (chunks
+         | 'ReadChunks' >> beam.ParDo(read.ReadChunks(
+             path, plan, arg['output'] + '.ev-resume'))
          | 'Line' >> beam.Map(lambda r: r.line + b', {"error": "not_found"}')
          | 'Write' >> beam.io.WriteToText(arg['output'],
                                           shard_name_template=''))

@@ -288,6 +288,9 @@ def machine_info() -> dict:
 def print_summary(results: dict, out: Path) -> None:
   print()
   print_table(results)
+  if results.get('resume'):
+    from bench import resume  # pylint: disable=import-outside-toplevel
+    resume.print_summary(results['resume'])
   print(f'\ncorpus: {results["corpus"]["n"]} JPEGs, '
         f'{results["corpus"]["kb_min"]}-{results["corpus"]["kb_max"]} KB; '
         f'load avg {results["load_avg_before"]:.2f} -> '

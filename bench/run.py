@@ -6,11 +6,17 @@
                                   [--rounds R] [--paired-sizes N1,N2]
                                   [--no-profile] [--no-diagnostics]
                                   [--memory [--memory-lines 1000,100000]]
-                                  [--only ceilings,naive,beam,ev]
+                                  [--kill-resume [--old-engine /work/main]
+                                   [--resume-pairs 3] [--resume-lines N]
+                                   [--resume-memory-lines L1,L2,L3]
+                                   [--resume-scan-lines L1,L2]]
+                                  [--only ceilings,naive,beam,ev,resume]
 
 from the repository root. Where each part lives: bench.corpus, bench.models,
 bench.ceilings (a-c), bench.baselines (d, e), bench.variants (f, g and the
-paired rounds), bench.pyspy (profile), bench.memory (--memory), bench.report
+paired rounds), bench.pyspy (profile), bench.memory (--memory), bench.resume
+(--kill-resume: kill and resume, memory and scan on long lists, the order A/B
+against the engine before it; also ``python -m bench.resume``), bench.report
 (ratios, table, chart); bench.harness times the child processes
 (bench.child). Results quoted in the docs are kept in bench/results/.
 
@@ -90,11 +96,16 @@ real corpus images, spread evenly, and the other lines name missing files:
 cheap not_found errors that still stream every line through read, reshuffle,
 fetch, decode, partition, format, write and the counts. Run with
 -Dmax_error_ratio=1 (so the exit code is 0). Then the same first steps alone
-(ReadFileList -> [Reshuffle] -> WriteToText on the FnApiRunner, no TF) with and
-without the Reshuffle, to see which step holds the lines; and ev-predict with
+(the chunks -> [Reshuffle] -> ReadChunks -> WriteToText on the FnApiRunner,
+no TF) with and without the Reshuffle, to see which step holds the lines;
+and ev-predict with
 the tiny model (same 1000-class, ~37 KB result lines) on 200 vs 3000 real
 image lines (1000 with --quick): RSS per extra result line. The cost is
 reported.
+
+--kill-resume (about 15 minutes on 2 shared cores; not in the default run): the
+resume engine, as bench.resume's docstring says, with the order A/B at
+--sizes (200,1200 in docs/performance.md) against --old-engine.
 
 Ceilings (a, b) run each point as 5 short windows and report the best
 window (the rate when the code had the cores) and the mean.
@@ -120,7 +131,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench import ceilings, corpus, memory, models, pyspy, report, variants
+from bench import (ceilings, corpus, memory, models, pyspy, report, resume,
+                   variants)
 from bench.config import WORK, Config, Context, log
 
 
@@ -155,6 +167,14 @@ def main(argv=None) -> int:
     results['memory'] = memory.memory_check(
         ctx, manifests[small], model, config.memory_lines,
         config.memory_result_sizes)
+  if config.want('resume'):
+    log(f'resume: kill/resume, memory, scan, order A/B against '
+        f'{config.old_engine}')
+    results['resume'] = resume.measure(
+        ctx, resume.PARTS, models.ensure_model(ctx, 'tiny'), model,
+        manifests, config.sizes, config.old_engine,
+        lines=config.resume_lines, memory_lines=config.resume_memory_lines,
+        scan_lines=config.resume_scan_lines, pairs=config.resume_pairs)
 
   finish(ctx, config, results, started)
   report.print_summary(results, config.out)
@@ -210,9 +230,19 @@ def parse_args(argv=None) -> Config:
   ap.add_argument('--memory', action='store_true',
                   help='also the peak-RSS check on long file lists')
   ap.add_argument('--memory-lines', default='1000,100000')
+  ap.add_argument('--kill-resume', action='store_true',
+                  help='also the resume engine: kill and resume, memory and '
+                  'scan on long lists, order A/B against --old-engine')
+  ap.add_argument('--old-engine', default='/work/main',
+                  help='checkout of the engine before the resume engine')
+  ap.add_argument('--resume-pairs', type=int, default=3)
+  ap.add_argument('--resume-lines', type=int, default=100_000)
+  ap.add_argument('--resume-memory-lines', default='10000,100000,1000000')
+  ap.add_argument('--resume-scan-lines', default='1000000,10000000')
   ap.add_argument('--only', default='',
                   help='comma list of: ceilings,naive,beam,ev,diagnostics,'
-                  'paired,profile,memory (default: everything enabled)')
+                  'paired,profile,memory,resume (default: everything enabled '
+                  'but memory and resume)')
   args = ap.parse_args(argv)
   sizes = sorted(int(s) for s in args.sizes.split(','))
   if len(sizes) != 2 or sizes[0] >= sizes[1] or sizes[0] < 1:
@@ -223,6 +253,10 @@ def parse_args(argv=None) -> Config:
       paired_sizes=_sizes(args.paired_sizes) if args.paired_sizes else None,
       profile=not args.no_profile, diagnostics=not args.no_diagnostics,
       memory=args.memory, memory_lines=tuple(_sizes(args.memory_lines)),
+      resume=args.kill_resume, old_engine=Path(args.old_engine),
+      resume_pairs=args.resume_pairs, resume_lines=args.resume_lines,
+      resume_memory_lines=tuple(_sizes(args.resume_memory_lines)),
+      resume_scan_lines=tuple(_sizes(args.resume_scan_lines)),
       only=frozenset(filter(None, args.only.split(','))))
 
 

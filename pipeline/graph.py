@@ -358,7 +358,8 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
   job = job or plan(options)
   if chunks is None:
     chunks = state.scan(job.values.input_oss_file, state.chunk_lines_for(
-        state.count_lines(job.values.input_oss_file), job.workers))
+        state.count_lines(job.values.input_oss_file), job.workers,
+        job.batch_size))
   todo = range(chunks.chunks) if todo is None else todo
   chunk_ids = p | 'Chunks' >> beam.Create(list(todo))
   if _needs_distribution(options, job):
@@ -389,6 +390,8 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
           threads=job.decode_threads,
           in_flight=max(job.decode_threads * 2, job.batch_size * 2),
           error_kind=rec.DECODE, nice=job.pool_nice, stage='decode'))
+      | 'BatchByChunk' >> beam.ParDo(inference.BatchByChunk(
+          job.batch_size, chunks.counts))
       | 'Classify' >> RunInference(handler)
       | 'CommitChunks' >> beam.ParDo(CommitChunks(
           job.labels, chunks.counts, job.paths.state,

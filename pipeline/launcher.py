@@ -151,7 +151,7 @@ def run(argv: List[str], started_at: Optional[float] = None) -> dict:
             'core(s)', job.run_id, job.spec.input_kind, job.spec.width,
             job.spec.height, job.workers, job.cores_per_worker)
   resumption = resume.prepare(job.values, job.paths, job.workers,
-                              job.launcher)
+                              job.launcher, batch=job.batch_size)
   _state.resumption = resumption
   # Counts of an earlier run's workers would be counted again.
   progress.clear(resumption.folder.progress)

@@ -64,9 +64,13 @@ class Resumption:
     return counts
 
 
-def job_key(values) -> dict:
-  """What a run's results depend on, as text (compared field by field)."""
+def job_key(values, batch: int) -> dict:
+  """What a run's results depend on, as text (compared field by field).
+  The batch size is in it though -Dbatch_size is not a results parameter:
+  an image's last bits depend on the batch it is classified in, and the
+  default batch follows the cores per worker."""
   return {
+      'batch': batch,
       'format': state_lib.FORMAT,
       'list': _identity(values.input_oss_file),
       'model': _model_identity(values.model_path),
@@ -115,6 +119,9 @@ def differences(old: dict, new: dict) -> List[str]:
         if o.get('size') != n['size'] else ' (modified since)'))
   if not said and old.get('model') != new['model']:
     said.append('the model files changed')
+  if old.get('batch') != new['batch']:
+    said.append(f'the batch size changed ({old.get("batch")} -> '
+                f'{new["batch"]}; it changes the last bits of probabilities)')
   params = old.get('parameters') or {}
   for name, value in new['parameters'].items():
     if params.get(name) != value:
@@ -123,11 +130,11 @@ def differences(old: dict, new: dict) -> List[str]:
 
 
 def prepare(values, paths: write.OutputPaths, parallel: int,
-            launcher: dict) -> Resumption:
+            launcher: dict, batch: int = 1) -> Resumption:
   """Takes the job's state folder for this run: the earlier run's to
   continue, or a new one (the list scanned once, streamed)."""
   folder = paths.folder
-  key = job_key(values)
+  key = job_key(values, batch)
   reason = None
   names = _names(folder.root)
   if names:
@@ -155,7 +162,7 @@ def prepare(values, paths: write.OutputPaths, parallel: int,
   _own(folder, launcher)
   total = state_lib.count_lines(values.input_oss_file)
   plan = state_lib.scan(values.input_oss_file,
-                        state_lib.chunk_lines_for(total, parallel))
+                        state_lib.chunk_lines_for(total, parallel, batch))
   state_lib.write_json(folder.plan, plan.to_json())
   return Resumption(folder, plan, {}, fresh=reason, list_identity=key['list'])
 

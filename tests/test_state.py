@@ -54,6 +54,11 @@ def test_chunk_size_follows_the_list_and_the_workers():
   assert state.chunk_lines_for(10_000, 1) == 50
   assert state.chunk_lines_for(10_000, 4) == 20
   assert state.chunk_lines_for(100_000_000, 1) == 5000
+  # Whole batches: a chunk's last batch is padded, so 20 lines at batch 32
+  # would classify 12 blank rows per chunk.
+  assert state.chunk_lines_for(0, 1, 32) == 32
+  assert state.chunk_lines_for(10_000, 1, 8) == 56
+  assert state.chunk_lines_for(100_000_000, 1, 64) == 5056
 
 
 def _commit(tmp_path, records, counts):
@@ -159,3 +164,44 @@ def test_an_empty_list_is_an_error_when_not_allowed(tmp_path, model_dirs):
       f'ev-predict: error: the file list {listing} has no lines '
       '(-Dallow_empty=false)')
   assert os.listdir(out.parent) == []
+
+
+def _batches(batch_size, counts, records):
+  from ev_predict.transforms.inference import BatchByChunk
+  fn = BatchByChunk(batch_size, counts)
+  fn.start_bundle()
+  out = [[r.line for r in b] for r in records for b in fn.process(r)]
+  tail = [[r.line for r in w.value] for w in fn.finish_bundle()]
+  return out, tail
+
+
+def test_batches_are_cut_by_the_chunks_not_by_arrival():
+  """A batch never spans two chunks, its last batch holds the rest, and a
+  failed record goes on alone: a line's batch (and so its bits) depends on
+  its chunk only, on any worker and in a resumed run."""
+  records = [_record(0, 0), _record(0, 1, ok=False), _record(0, 2),
+             _record(0, 3), _record(0, 4), _record(1, 0), _record(1, 1)]
+  out, tail = _batches(2, [5, 2], records)
+  assert out == [[b'c0-1'], [b'c0-0', b'c0-2'], [b'c0-3', b'c0-4'],
+                 [b'c1-0', b'c1-1']]
+  assert not tail
+  # The same chunk 1 alone (a resumed run that skips chunk 0): same batches.
+  assert _batches(2, [5, 2], records[5:])[0] == [[b'c1-0', b'c1-1']]
+  # A chunk cut short upstream: what arrived is still passed on at the end.
+  out, tail = _batches(2, [5, 2], records[:3])
+  assert out == [[b'c0-1'], [b'c0-0', b'c0-2']] and tail == []
+  out, tail = _batches(4, [5, 2], records[:3])
+  assert out == [[b'c0-1']] and tail == [[b'c0-0', b'c0-2']]
+
+
+def test_a_changed_batch_size_is_a_changed_key():
+  """-Dbatch_size is not a results parameter, but the batch an image is
+  classified in changes its last bits: a resumed run at another batch size
+  (or another core count, which sets the default) starts fresh."""
+  from ev_predict.pipeline import resume
+  key = {'format': state.FORMAT, 'batch': 8, 'input_oss_file': 'l',
+         'model_path': 'm', 'list': {}, 'model': [], 'parameters': {}}
+  assert resume.differences(key, dict(key)) == []
+  assert resume.differences(key, dict(key, batch=16)) == [
+      'the batch size changed (8 -> 16; it changes the last bits of '
+      'probabilities)']

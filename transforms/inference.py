@@ -11,10 +11,14 @@ import logging
 from typing import (Any, Callable, Dict, Iterable, List, Optional, Sequence,
                     Tuple)
 
+import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from ev_predict.transforms import backends, progress
 from ev_predict.transforms import record as rec
@@ -274,13 +278,59 @@ class LoadedModel:
     return to_probabilities(self.scores(batch))
 
 
+class BatchByChunk(beam.DoFn):
+  """Records -> the batches SavedModelHandler classifies, cut by the list
+  alone: the good records of one chunk (transforms/state.py), batch_size at
+  a time in input order, the last of a chunk holding the rest. A failed
+  record goes on at once, alone (the model never sees it).
+
+  An image's probabilities depend on its row in the batch, not only on the
+  batch's shape: the CPU kernels treat the rows of a tile and its remainder
+  differently (measured with an 8-row batch: rows 6-7 differ from rows 0-5
+  in the last bits). Batches cut as records arrive (Beam's BatchElements)
+  would give a line other bits when a failure overtook it, on another worker,
+  or in a resumed run that starts mid-list; these give it the same ones.
+  Good records arrive in input order (ThreadedMap), and a chunk's records in
+  one bundle (transforms/write.py, CommitChunks)."""
+
+  def __init__(self, batch_size: int, counts: Sequence[int]):
+    self._batch_size = batch_size
+    self._counts = tuple(counts)
+
+  def start_bundle(self):
+    self._open: Dict[int, List] = {}   # chunk -> [records seen, good ones]
+
+  def process(self, record: Record):
+    seen = self._open.setdefault(record.chunk, [0, []])
+    seen[0] += 1
+    if record.ok:
+      seen[1].append(record)
+    else:
+      yield [record]
+    whole = seen[0] == self._counts[record.chunk]
+    if seen[1] and (whole or len(seen[1]) == self._batch_size):
+      yield seen[1]
+      seen[1] = []
+    if whole:
+      del self._open[record.chunk]
+
+  def finish_bundle(self):
+    # A chunk cut short lost records upstream: CommitChunks fails the bundle;
+    # what did arrive is still classified and passed on.
+    for _, rows in self._open.values():
+      if rows:
+        yield WindowedValue(rows, MIN_TIMESTAMP, [GlobalWindow()])
+    self._open = {}
+
+
 class SavedModelHandler(ModelHandler[Record, Record, LoadedModel]):
-  """Records with input tensors in, records with probabilities out.
+  """Batches of records with input tensors in (BatchByChunk's: RunInference
+  does no batching of its own), records with probabilities out.
 
   Batches are padded to ``batch_size`` so every call has the same shape:
-  oneDNN picks kernels by shape, and a fixed shape keeps each image's
-  probabilities independent of which images share its batch (results are then
-  identical however lines are spread across workers).
+  oneDNN picks kernels by shape. Which rows a batch holds is BatchByChunk's
+  (an image's row changes its last bits), so results are identical however
+  lines are spread across workers or runs.
   """
 
   def __init__(self, model_path: str, spec: ModelSpec,
@@ -372,6 +422,9 @@ class SavedModelHandler(ModelHandler[Record, Record, LoadedModel]):
       _LOG.warning('batch of %d failed (%s); retrying one by one',
                    len(batch), type(e).__name__)
       return [out for r in batch for out in self._classify([r], model)]
+
+  def should_skip_batching(self) -> bool:
+    return True   # BatchByChunk made the batches
 
   def get_num_bytes(self, batch: Sequence[Record]) -> int:
     return sum(len(r.tensor) if isinstance(r.tensor, bytes)

@@ -158,11 +158,14 @@ def _read_exactly(f, n: int) -> bytes:
   return b''.join(parts)
 
 
-def chunk_lines_for(total: int, parallel: int) -> int:
+def chunk_lines_for(total: int, parallel: int, batch: int = 1) -> int:
   """Chunk size: small enough that an interruption redoes little (about
   0.5 % of the list per worker in flight), large enough that a chunk's
-  three small files are few next to its fetches."""
-  return max(20, min(5000, -(-total // (200 * max(1, parallel)))))
+  three small files are few next to its fetches; a whole number of batches,
+  since a chunk's last batch is padded to the batch size (BatchByChunk)."""
+  lines = max(20, min(5000, -(-total // (200 * max(1, parallel)))))
+  batch = max(1, batch)
+  return -(-lines // batch) * batch
 
 
 # ------------------------------------------------------------ the folder

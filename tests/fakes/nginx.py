@@ -10,6 +10,10 @@ with keep-alive, plus endpoints that leave a body behind on the connection.
   /redirect-<301|303|307|308>/<path>
   /chain/<n>/<path>          n redirects (n <= 10), then /<path>
   /loop                      302 to itself, forever
+  /paced/<file>              the file under root, at most `pace` requests a
+                             second over all connections (nginx's limit_req
+                             delays the others, in arrival order); only with
+                             Nginx(root, pace=N)
 
 Every request is logged; requests() returns their paths (as sent, with the
 query) in order, log() the same with nginx's connection serial number and
@@ -45,8 +49,9 @@ def crafted_body(payload: bytes) -> bytes:
 class Nginx:
   """with Nginx(root) as server: server.base is 'http://127.0.0.1:PORT'."""
 
-  def __init__(self, root, port=0, tls=None):
+  def __init__(self, root, port=0, tls=None, pace=None):
     self.root = str(root)
+    self._pace = pace
     self._port = port
     self._tls = tls
     self.https_port = None
@@ -134,6 +139,12 @@ class Nginx:
         '  keepalive_timeout 60s;',
         '  keepalive_requests 1000000;',
         '  absolute_redirect off;',
+    ]
+    if self._pace:
+      # One key for every request: a job's pace whatever its connections.
+      lines.append(f'  limit_req_zone $server_port zone=paced:1m '
+                   f'rate={int(self._pace)}r/s;')
+    lines += [
         '  server {',
         f'    listen 127.0.0.1:{self.port};',
     ]
@@ -147,6 +158,11 @@ class Nginx:
         f'    root {self.root};',
         f'    location ^~ /_body/ {{ internal; alias {d}/bodies/; }}',
     ]
+    if self._pace:
+      # A huge burst: requests over the pace wait their turn, none is
+      # refused.
+      lines.append(f'    location ^~ /paced/ {{ limit_req zone=paced '
+                   f'burst=1000000; alias {self.root}/; }}')
     for code in STATUSES:
       lines.append(f'    location = /status/{code} '
                    f'{{ error_page {code} /_body/{code}; return {code}; }}')

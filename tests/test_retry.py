@@ -110,6 +110,25 @@ def _nothing_left(out):
               if '.tmp-' in n or '.shards-' in n or '.bak-' in n]
 
 
+def _same_but_last_bits(got: bytes, want: bytes, retried):
+  got_lines, want_lines = got.splitlines(), want.splitlines()
+  assert len(got_lines) == len(want_lines)
+  for g, w in zip(got_lines, want_lines):
+    (g_line, g_json), (w_line, w_json) = (split_output_line(g),
+                                          split_output_line(w))
+    assert g_line == w_line
+    if g_line.decode() not in retried:
+      assert g == w
+      continue
+    g_out, w_out = g_json, w_json
+    assert (g_out['class'], g_out['class_name']) == (w_out['class'],
+                                                     w_out['class_name'])
+    assert list(g_out['class_probs']) == list(w_out['class_probs'])
+    for name, p in w_out['class_probs'].items():
+      assert g_out['class_probs'][name] == pytest.approx(p, rel=1e-5,
+                                                         abs=1e-7)
+
+
 def _dead_marker(out):
   """A retry folder left by a retry whose launcher is gone."""
   proc = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
@@ -151,10 +170,16 @@ def test_retry_recovers_transient_failures_in_place(tmp_path, model_dirs,
       in err
   assert {n: flaky.hits[n] for n in down} == {'1.png': 4, '3.png': 2,
                                               '5.png': 2}
-  # The same bytes as a job that never failed.
+  # What a job that never failed writes: the same lines in the same order,
+  # byte for byte where a line was not retried. A recovered line was
+  # classified in another batch row than the reference gave it, and the CPU
+  # kernels treat rows of a tile and of its remainder differently: its
+  # probabilities may differ in the last bits, its class never.
   reference = _job(tmp_path, 'reference', lines, model, fetch_retries=0)
   got, want = _files(out), _files(reference)
-  assert got['result.txt'] == want['result.txt']
+  _same_but_last_bits(got['result.txt'], want['result.txt'],
+                      retried={l for l in lines
+                               if l.rsplit('/', 1)[-1] in down})
   assert got['result.txt.errors'] == want['result.txt.errors']
   assert _kinds(out) == ['not_found', 'decode']
   summary = json.loads(got['result.txt.summary.json'])

@@ -136,6 +136,7 @@ def prepare(values, paths: write.OutputPaths, parallel: int,
   folder = paths.folder
   key = job_key(values, batch)
   reason = None
+  _refuse_a_path_not_made_by_us(folder.root)
   names = _names(folder.root)
   if names:
     manifest = _manifest(folder, names)
@@ -165,6 +166,21 @@ def prepare(values, paths: write.OutputPaths, parallel: int,
                         state_lib.chunk_lines_for(total, parallel, batch))
   state_lib.write_json(folder.plan, plan.to_json())
   return Resumption(folder, plan, {}, fresh=reason, list_identity=key['list'])
+
+
+def _refuse_a_path_not_made_by_us(root: str) -> None:
+  """A link there would put the state (and its deletion) somewhere else; an
+  empty folder there is someone's (ours always holds a manifest once made,
+  bar a kill in the instant between): either is exit 2, untouched."""
+  if '://' in root:
+    return
+  if os.path.islink(root):
+    raise UsageError(f'{root} is a symbolic link; ev-predict keeps its '
+                     'state in a folder it makes: remove the link or give '
+                     'another output')
+  if os.path.isdir(root) and not os.listdir(root):
+    raise UsageError(f'{root} is an empty folder ev-predict did not make; '
+                     'remove it or give another output')
 
 
 def _names(root: str) -> List[str]:

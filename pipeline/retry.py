@@ -435,9 +435,11 @@ def main(argv: Sequence[str]) -> int:
                      'the job\'s files are as they were\n')
     return 3
   if summary is None:
-    sys.stderr.write(f'ev-predict: nothing to retry: no '
-                     f'{", ".join(req.kinds)} errors in the error file of '
-                     f'{req.output}\n')
+    kinds = list(req.kinds)
+    said = ' or '.join(kinds) if len(kinds) < 3 else \
+        ', '.join(kinds[:-1]) + ' or ' + kinds[-1]
+    sys.stderr.write(f'ev-predict: nothing to retry: no {said} errors in '
+                     f'the error file of {req.output}\n')
     return 0
   launcher.print_summary(summary)
   sys.stderr.write(f'ev-predict: retried {summary["retried"]} line(s) '

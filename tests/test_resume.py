@@ -626,8 +626,9 @@ def _assert_in_order(urls, results, errors, bad):
 
 def test_a_state_path_that_is_not_ours_is_refused(tmp_path, gated,
                                                   model_dirs, capsys):
-  """<result>.ev-resume as a regular file, or a folder holding a file
-  ev-predict never writes: exit 2, every byte left as it was."""
+  """<result>.ev-resume as a regular file, a folder holding a file
+  ev-predict never writes, an empty folder or a symbolic link: exit 2,
+  every byte left as it was."""
   listing = tmp_path / 'list.txt'
   _gated_list(gated, listing, lines=3, gated_from=3)
   out = tmp_path / 'o' / 'result.txt'
@@ -654,6 +655,23 @@ def test_a_state_path_that_is_not_ours_is_refused(tmp_path, gated,
   assert sorted(str(p.relative_to(state)) for p in state.rglob('*')) == [
       'chunks', 'chunks/keep-me.txt', 'manifest.json']
   assert (state / 'manifest.json').read_bytes() == manifest
+  assert out.read_bytes() == b'an older result\n'
+
+  # An empty folder of the user's, and a link (to an empty folder outside):
+  # refused, kept, nothing written through the link.
+  shutil.rmtree(state)
+  state.mkdir()
+  assert launcher.launch(_argv(model_dirs, listing, out)) == 2
+  assert f'{state} is an empty folder ev-predict did not make' in \
+      capsys.readouterr().err
+  assert state.is_dir() and not os.listdir(state)
+  state.rmdir()
+  elsewhere = tmp_path / 'elsewhere'
+  elsewhere.mkdir()
+  state.symlink_to(elsewhere)
+  assert launcher.launch(_argv(model_dirs, listing, out)) == 2
+  assert f'{state} is a symbolic link' in capsys.readouterr().err
+  assert state.is_symlink() and not os.listdir(elsewhere)
   assert out.read_bytes() == b'an older result\n'
 
 

@@ -199,7 +199,7 @@ def test_retry_recovers_transient_failures_in_place(tmp_path, model_dirs,
   # Again: nothing to retry, and nothing is touched.
   before = {p: os.stat(p).st_mtime_ns for p in (out, out + '.errors')}
   code, err = _retry(capsys, out)
-  assert code == 0 and 'nothing to retry' in err
+  assert code == 0 and 'nothing to retry: no timeout or fetch errors' in err
   assert _files(out) == got
   assert {p: os.stat(p).st_mtime_ns for p in before} == before
 

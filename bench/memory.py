@@ -131,7 +131,7 @@ def child_list_memory(arg: dict) -> dict:
     _ = (chunks
          | 'ReadChunks' >> beam.ParDo(read.ReadChunks(
              path, plan, arg['output'] + '.ev-resume'))
-         | 'Line' >> beam.Map(lambda r: r.line + b', {"error": "not_found"}')
+         | 'Line' >> beam.Map(lambda r: r.line + b',  {"error": "not_found"}')
          | 'Write' >> beam.io.WriteToText(arg['output'],
                                           shard_name_template=''))
   return {}

@@ -13,8 +13,8 @@ anything imports Beam.
 import shlex
 from typing import Dict, List, Optional, Tuple
 
-from ev_predict.pipeline.parameters import (FLOAT, INT, PARAMETERS,
-                                            ParameterError,
+from ev_predict.pipeline.parameters import (FLOAT, INT, PAI_ONLY_PARAMETERS,
+                                            PARAMETERS, ParameterError,
                                             unknown_parameter)
 
 
@@ -23,6 +23,13 @@ class UsageError(ValueError):
 
 
 _PAI_PROGRAM = 'ev_predict_ext'
+
+# PAI's own flags before the -D parameters, each with one value.
+PAI_ONLY_FLAGS = {
+    '-project': 'the MaxCompute project PAI runs in',
+    '-resource': 'PAI resources uploaded with the job',
+    '-cluster': "PAI's cluster description",
+}
 
 
 def _unquote(value: str) -> str:
@@ -54,11 +61,14 @@ def split_command_line(argv: List[str]) -> List[str]:
   return args
 
 
-def parse_command_line(argv: List[str], errors: Optional[List[str]] = None
+def parse_command_line(argv: List[str], errors: Optional[List[str]] = None,
+                       notices: Optional[List[str]] = None
                        ) -> Tuple[Dict[str, str], List[str]]:
   """argv -> (PAI parameters as strings, remaining Beam flags). A problem
   raises UsageError; given a list, errors collects every problem instead and
-  values are left unchecked (submit checks them with the template's)."""
+  values are left unchecked (submit checks them with the template's).
+  Given a list, notices gets one line per PAI-only flag or parameter that
+  was ignored."""
   args = split_command_line(argv)
   if args and args[0] == 'pai':
     args = args[1:]
@@ -89,10 +99,26 @@ def parse_command_line(argv: List[str], errors: Optional[List[str]] = None
         problem(UsageError(f'-name must be {_PAI_PROGRAM}'))
       i += 1
       continue
+    flag, eq, inline = arg.partition('=')
+    if flag in PAI_ONLY_FLAGS:
+      if not eq:
+        if i >= len(args) or args[i].startswith('-'):
+          problem(UsageError(f'{flag} needs a value'))
+          continue
+        inline = args[i]
+        i += 1
+      if notices is not None:
+        notices.append(f'{flag} {_unquote(inline)} has no effect here '
+                       f'({PAI_ONLY_FLAGS[flag]}); ignored')
+      continue
     if arg.startswith('-D'):
       key, sep, value = arg[2:].partition('=')
       if not sep or not key:
         problem(UsageError(f'malformed parameter {arg!r}; use -Dkey=value'))
+      elif key in PAI_ONLY_PARAMETERS and key not in PARAMETERS:
+        if notices is not None:
+          notices.append(f'-D{key} has no effect here '
+                         f'({PAI_ONLY_PARAMETERS[key]}); ignored')
       elif key not in PARAMETERS:
         # Among other problems, the list of every parameter would bury them.
         problem(_unknown(key) if errors is None else

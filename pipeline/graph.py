@@ -397,7 +397,8 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
           job.labels, chunks.counts, job.paths.state,
           # Only local worker processes share the launcher's machine.
           launcher=job.launcher if is_direct(options.view_as(
-              StandardOptions).runner) else None))
+              StandardOptions).runner) else None,
+          top_k=job.values.top_k))
       # A stage whose output nobody reads is awaited on its control channel
       # only: FnApiRunner then waits forever for a local worker process that
       # died. Read, its data channel closing fails the job (and the

@@ -85,7 +85,10 @@ def _asks_for_gpu(argv: List[str]) -> bool:
 
 
 def make_options(argv: List[str]) -> PipelineOptions:
-  params, beam_args = parse_command_line(argv)
+  notices: List[str] = []
+  params, beam_args = parse_command_line(argv, notices=notices)
+  for notice in notices:
+    _LOG.warning('ev-predict: notice: %s', notice)
   check_beam_flags(beam_args)
   options = PipelineOptions(to_flags(params) + beam_args +
                             [f'--beam_plugins={OSS_FILESYSTEM}'])

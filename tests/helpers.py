@@ -3,12 +3,14 @@ import json
 import os
 
 from ev_predict.pipeline import launcher
+from ev_predict.transforms import merge
 
 
 def split_output_line(line: bytes):
-  """'<input line>, <json>' -> (input line, parsed json)."""
-  idx = line.rindex(b', {"')
-  return line[:idx], json.loads(line[idx + 2:].decode('utf-8'))
+  """'<input line>,  <json>' -> (input line, parsed json), split where the
+  product's own merge splits it."""
+  value, part = merge.split_output_line(line)
+  return value, json.loads(part.decode('utf-8'))
 
 
 def read_lines(path):

@@ -17,6 +17,20 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EV_PREDICT = os.path.join(os.path.dirname(sys.executable), 'ev-predict')
 
 
+def test_pai_only_flags_are_notices_not_parameters():
+  notices = []
+  params, beam_args = parse_command_line(
+      ['pai', '-name', 'ev_predict_ext', '-project=p1', '-Dmodel_path=m',
+       '-DmemoryRequired=4096', '-DenableDynamicCluster=true;'],
+      notices=notices)
+  assert (params, beam_args) == ({'model_path': 'm'}, [])
+  assert [n.split(' has no effect')[0] for n in notices] == [
+      '-project p1', '-DmemoryRequired', '-DenableDynamicCluster']
+  # Without a list to collect them (the other parsers of argv), silence.
+  assert parse_command_line(['-Dlifecycle=3', '-Dmodel_path=m']) == (
+      {'model_path': 'm'}, [])
+
+
 def test_pai_forms_parse_the_same():
   forms = [
       ['-Dmodel_path=m', '-Dinput_oss_file=in', '-Dnum_worker=2'],
@@ -85,6 +99,10 @@ def test_every_spelling_of_a_parallel_runner(runner):
     (['--no_such_flag=1'], 'unknown option'),
     (['stray'], 'unexpected argument'),
     (['pai', '-name', 'other_algo'], '-name must be ev_predict_ext'),
+    (['-Dlifecyle=28'], r'unknown parameter -Dlifecyle \(did you mean '
+     r'lifecycle\?\)'),
+    (['-Dtopk=5'], r'did you mean top_k\?'),
+    (['-project'], '-project needs a value'),
 ])
 def test_bad_parameters_are_usage_errors(argv, needle):
   with pytest.raises(UsageError, match=needle):
@@ -129,6 +147,7 @@ def test_no_arguments_is_a_usage_error():
     (['-Dlabel_map_path={labels3}'], 'has 3 labels but the model outputs 4'),
     (['-Dimage_type=bytes'], 'image_type must be one of'),
     (['-Dsignature_name=nope'], "no signature 'nope'"),
+    (['-Dtop_k=0'], '-Dtop_k must be'),
 ])
 def test_cli_errors_exit_2_before_work(tmp_path, model_dirs, extra, needle):
   listing = tmp_path / 'list.txt'
@@ -152,13 +171,24 @@ def test_pasted_pai_command_end_to_end(tmp_path, model_dirs):
   listing = tmp_path / 'list.txt'
   listing.write_text('\n'.join(imgs + [str(tmp_path / 'gone.jpg')]) + '\n')
   out = tmp_path / 'res' / 'out.txt'
-  cmd = (f'pai -name ev_predict_ext -Dmodel_type=classifier '
+  # As pasted from PAI's console: its own flags and PAI-only parameters too.
+  cmd = (f'pai -name ev_predict_ext -project algo_public '
+         f'-Dmodel_type=classifier '
          f'-Dmodel_path="{model_dirs["uint8"]}" '
          f'-Dinput_oss_file="{listing}" -Doutput_oss_file="{out}" '
-         f'-Dimage_type=url -DcpuRequired=100 -DgpuRequired=0 '
+         f'-Dimage_type=url -DcpuRequired="100" -DgpuRequired=0 '
+         f'-Dlifecycle=28 -Duser_resource="a.tar.gz,b.tar.gz" '
          f'-Dmax_error_ratio=0.5;')
   proc = _run_cli([cmd])
   assert proc.returncode == 0, proc.stderr
+  notices = [l for l in proc.stderr.splitlines() if 'notice:' in l]
+  assert notices == [
+      'ev-predict: notice: -project algo_public has no effect here (the '
+      'MaxCompute project PAI runs in); ignored',
+      'ev-predict: notice: -Dlifecycle has no effect here (the lifetime of a '
+      'MaxCompute output table); ignored',
+      'ev-predict: notice: -Duser_resource has no effect here (PAI resources '
+      'uploaded with the job); ignored'], proc.stderr
   assert ('ev-predict: 4 lines read, 3 succeeded, 1 failed (not_found 1)'
           in proc.stderr)
   assert len(read_lines(out)) == 3

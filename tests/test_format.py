@@ -68,7 +68,7 @@ def test_pai_line_golden():
   outcome, line = Formatter(['coho1', 'coho2', 'coho3', 'coho4'])(record)
   assert outcome == 'ok'
   assert line == (
-      b'oss://bucket/img/1.jpg, {"class": 3, "class_name": "coho4", '
+      b'oss://bucket/img/1.jpg,  {"class": 3, "class_name": "coho4", '
       b'"class_probs": {"coho1": 4.000000053405728e-10, '
       b'"coho2": 0.47999998927116394, "coho3": 5.100000066704524e-07, '
       b'"coho4": 0.5199999809265137}}')
@@ -86,4 +86,54 @@ def test_duplicate_labels_and_bad_scores():
   assert kind == 'inference' and b'3 scores for 2 labels' in line
   kind, line = fmt(record.fail('not_found', 'gone'))
   assert (kind, line) == ('not_found',
-                          b'x.jpg, {"error": "not_found", "message": "gone"}')
+                          b'x.jpg,  {"error": "not_found", "message": "gone"}')
+
+
+@pytest.mark.parametrize('labels', [None, ODD_LABELS])
+@pytest.mark.parametrize('top_k', [1, 3, len(ODD_LABELS), 40])
+def test_top_k_keeps_the_highest_first(labels, top_k):
+  rng = np.random.default_rng(top_k)
+  fmt = Formatter(labels, top_k)
+  tied = np.array([0.1] * 4 + [0.3, 0.3] + [0.0] * 6, np.float32)
+  for probs in [tied] + [rng.dirichlet(np.ones(len(ODD_LABELS))).astype(
+      np.float32) for _ in range(50)]:
+    text = fmt.result(probs)
+    assert text == _reference_top(probs, labels, top_k)
+    got = json.loads(text)
+    full = json.loads(Formatter(labels).result(probs))
+    assert (got['class'], got['class_name']) == (full['class'],
+                                                 full['class_name'])
+    names = list(got['class_probs'])
+    assert len(names) == min(top_k, len(probs))
+    assert names[0] == full['class_name']
+    scores = list(got['class_probs'].values())
+    assert scores == sorted(scores, reverse=True)
+    assert all(full['class_probs'][n] == got['class_probs'][n] for n in names)
+    # Nothing left out scores above what was kept.
+    assert max([v for n, v in full['class_probs'].items() if n not in names],
+               default=-1) <= scores[-1]
+  # Ties keep class order: the two 0.3 first (4 before 5), then 0.1s from 0.
+  assert list(json.loads(Formatter(None, 3).result(tied))['class_probs']) == [
+      '4', '5', '0']
+
+
+def _reference_top(probs, labels, top_k):
+  return json.dumps(result_json(probs, labels, top_k), ensure_ascii=False,
+                    allow_nan=False)
+
+
+def test_line_sizes_the_docs_quote():
+  """parameters.py's top_k row: ~0.4/3.7/37 KB a line at 10/100/1000
+  classes, ~0.3 KB with top_k=5 (a 40-byte path, 10-character names)."""
+  rng = np.random.default_rng(0)
+  line = b'oss://bucket/images/2026/12/000123.jpg'
+  sizes = {}
+  for width in (10, 100, 1000):
+    labels = [f'class_{i:04d}' for i in range(width)]
+    probs = rng.dirichlet(np.ones(width)).astype(np.float32)
+    for k in (None, 5):
+      sizes[width, k] = len(Formatter(labels, k)(
+          Record(line=line, probs=probs))[1])
+  assert 350 < sizes[10, None] < 550 and 3300 < sizes[100, None] < 4100
+  assert 33000 < sizes[1000, None] < 41000
+  assert all(200 < sizes[w, 5] < 350 for w in (10, 100, 1000))

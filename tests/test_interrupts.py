@@ -166,7 +166,7 @@ def test_killed_launcher_workers_exit_and_next_run_takes_over(
   assert 'ev-predict: starting fresh: the file list changed' in proc.stderr
   assert sorted(os.listdir(out.parent)) == [
       'res.txt', 'res.txt.errors', 'res.txt.summary.json']
-  assert out.read_text().startswith(img + ', {"class"')
+  assert out.read_text().startswith(img + ',  {"class"')
 
 
 def test_real_worker_error_runs_once(tmp_path, oss_env, model_dirs):

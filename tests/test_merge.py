@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ev_predict.transforms import merge
-from ev_predict.transforms.format import Formatter
+from ev_predict.transforms.format import SEPARATOR, Formatter
 from ev_predict.transforms.merge import MergeError
 from ev_predict.transforms.record import Record
 
@@ -58,17 +58,17 @@ def test_split_finds_the_real_separator(line):
                  error(line, 'bad_line', '\\", {"error": "timeout"}')):
     value, part = merge.split_output_line(record)
     assert value == line
-    assert record == line + b', ' + part
+    assert record == line + SEPARATOR + part
     assert merge.split_output_line(record + b'\n') == (value, part)
 
 
 def test_split_accepts_more_spaces_after_the_comma():
   line = HOSTILE[0]
   for record in (result(line), error(line, 'timeout')):
-    wide = record.replace(line + b', ', line + b',   ', 1)
+    wide = record.replace(line + SEPARATOR, line + b',   ', 1)
     assert merge.split_output_line(wide) == merge.split_output_line(record)
   part = merge.split_output_line(error(line, 'timeout'))[1]
-  assert merge.parse_output_line(line + b',  ' + part) == (line, 'timeout')
+  assert merge.parse_output_line(line + b', ' + part) == (line, 'timeout')
 
 
 def test_parse_tells_results_from_errors():

@@ -244,8 +244,8 @@ def _errors_by_line(path):
   """{input line: error body}; every body strict UTF-8 JSON."""
   got = {}
   for line in read_lines(path):
-    cut = line.rindex(b', {"')
-    body = json.loads(line[cut + 2:].decode('utf-8'))
+    cut = line.rindex(b',  {"')
+    body = json.loads(line[cut + 3:].decode('utf-8'))
     assert list(body) == ['error', 'message']
     got[line[:cut]] = body
   return got

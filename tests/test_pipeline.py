@@ -263,3 +263,22 @@ def test_odd_bytes_and_very_long_lines_echo_verbatim(tmp_path, model_dirs):
   assert line == long_line and body['error'] == 'bad_line', body
   assert len(body['message']) <= 500
   assert summary['accounting_ok'] and summary['records'] == 2
+
+
+def test_top_k_and_the_separator_in_a_real_job(tmp_path, model_dirs):
+  model = model_dirs['uint8']
+  paths = [write_image(tmp_path / f'{i}.png', 20 + 30 * i) for i in range(4)]
+  full, _, _ = run_job(tmp_path, paths, model, name='full')
+  top, _, summary = run_job(tmp_path, paths, model, name='top', top_k=2)
+  assert summary['succeeded'] == 4
+  for path, full_line, top_line in zip(paths, full, top):
+    # PAI's line: the path, a comma and two spaces, then the JSON.
+    assert top_line.startswith(path.encode() + b',  {"class": ')
+    assert full_line.startswith(path.encode() + b',  {"class": ')
+    _, body = split_output_line(full_line)
+    check_result(body, expected_probs(model, path), list(body['class_probs']))
+    _, kept = split_output_line(top_line)
+    ranked = sorted(body['class_probs'].items(), key=lambda kv: -kv[1])
+    assert list(kept['class_probs'].items()) == ranked[:2]
+    assert (kept['class'], kept['class_name']) == (body['class'],
+                                                   body['class_name'])

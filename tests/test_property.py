@@ -297,11 +297,11 @@ def reference(raw_lines, image_type, model_path, formatter):
 
 def split(line: bytes):
   """Output line -> (echoed line, body)."""
-  for marker in (b', {"class": ', b', {"error": '):
+  for marker in (b',  {"class": ', b',  {"error": '):
     idx = line.rfind(marker)
     if idx >= 0:
       return line[:idx], json.loads(
-          line[idx + 2:].decode('utf-8', 'surrogateescape'))
+          line[idx + 3:].decode('utf-8', 'surrogateescape'))
   raise AssertionError(f'not an output line: {line[:300]!r}')
 
 

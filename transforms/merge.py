@@ -45,7 +45,8 @@ from ev_predict.transforms import read, storage
 
 OK = 'ok'
 _CHUNK = 1 << 16
-# ',' + one or more spaces + '{': today one space; more are accepted.
+# ',' + one or more spaces + '{': we write two (format.SEPARATOR, PAI's
+# line); one or more are accepted.
 _SEPARATOR = re.compile(rb',( +)\{')
 # Open readings of the files at once, and steps (runs of identical lines)
 # a choice between readings may stay open; beyond either, refuse.

@@ -41,11 +41,12 @@ def main(argv=None) -> int:
   print(f'== {args.result} ({len(results)} lines)')
   correct = labelled = 0
   for line in results:
-    parts = line.split(', ', 1)
+    # The README's rule: split at the first ',' + whitespace + '{'.
+    parts = re.split(r',\s+(?=\{)', line, maxsplit=1)
     path = parts[0]
     try:
       if len(parts) != 2:
-        raise ValueError('no ", " after the path')
+        raise ValueError('no ",  {" after the path')
       predicted = json.loads(parts[1])['class_name']
     except (ValueError, KeyError, TypeError) as e:
       print(f'  BAD LINE ({e}): {line}')

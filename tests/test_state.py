@@ -96,7 +96,7 @@ def test_commit_chunks_writes_input_order_whatever_the_arrival(tmp_path):
           b'c%d-%d' % (c, i) for i in range(0, n, 2)]
     with open(err, 'rb') as f:
       assert f.read().splitlines() == [
-          b'c%d-%d, {"error": "not_found", "message": "gone"}' % (c, i)
+          b'c%d-%d,  {"error": "not_found", "message": "gone"}' % (c, i)
           for i in range(1, n, 2)]
     assert committed[c].outcomes == {'ok': (n + 1) // 2,
                                      'not_found': n // 2}

@@ -9,7 +9,7 @@ import stat
 import time
 import urllib.parse
 import uuid
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -27,6 +27,7 @@ from ev_predict.transforms.oss.filesystem import OssOptions
 from ev_predict.transforms import record as rec
 from ev_predict.transforms.decode import DecodeConfig, prepare_record
 from ev_predict.transforms.fetch import FetchConfig, Fetcher, needs_fetch
+from ev_predict.transforms.format import MULTILABEL
 from ev_predict.transforms.parallel import BACKGROUND_NICE, ThreadedMap
 from ev_predict.transforms.write import (CommitChunks, OutputPaths,
                                          launcher_identity)
@@ -52,6 +53,8 @@ class JobPlan:
   # Who launched the job (write.launcher_identity()): local workers exit
   # when it is gone, a later run knows its leftovers from a live run's.
   launcher: Optional[dict] = None
+  # A multi-label job's thresholds (one, or one per class); None: classifier.
+  thresholds: Any = None
 
   @property
   def workers(self) -> int:
@@ -125,6 +128,13 @@ def plan(options: EvPredictOptions) -> JobPlan:
   run_id = time.strftime('%Y%m%d-%H%M%S') + '-' + uuid.uuid4().hex[:8]
   paths = _checked_paths(v, run_id)
   spec, labels = _inspect_model(v)
+  thresholds = None
+  if v.model_type == MULTILABEL:
+    try:
+      thresholds = inference.load_thresholds(v.threshold_file, labels,
+                                             v.threshold)
+    except inference.ModelError as e:
+      raise UsageError(str(e)) from e
   cores = os.cpu_count() or 1
   per_worker = max(1, v.cpuRequired // 100) if v.cpuRequired else \
       max(1, cores // v.num_worker)
@@ -156,6 +166,7 @@ def plan(options: EvPredictOptions) -> JobPlan:
                    'install-nvidia-driver') if v.gpuRequired > 0 else None,
       pool_nice=BACKGROUND_NICE if v.decode_priority == 'low' else 0,
       launcher=launcher_identity(),
+      thresholds=thresholds,
   )
 
 
@@ -370,7 +381,8 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
       intra_op_threads=job.cores_per_worker if job.workers > 1 else None,
       local_model_path=modelcache.local_model_dir,
       backend=job.values.backend, precision=job.values.precision,
-      accelerator=job.accelerator, progress_dir=job.paths.folder.progress)
+      accelerator=job.accelerator, progress_dir=job.paths.folder.progress,
+      multilabel=job.values.model_type == MULTILABEL)
   return (
       chunk_ids
       | 'ReadChunks' >> beam.ParDo(read.ReadChunks(
@@ -398,7 +410,7 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
           # Only local worker processes share the launcher's machine.
           launcher=job.launcher if is_direct(options.view_as(
               StandardOptions).runner) else None,
-          top_k=job.values.top_k))
+          top_k=job.values.top_k, thresholds=job.thresholds))
       # A stage whose output nobody reads is awaited on its control channel
       # only: FnApiRunner then waits forever for a local worker process that
       # died. Read, its data channel closing fails the job (and the

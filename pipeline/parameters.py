@@ -184,8 +184,18 @@ TABLE: Tuple[Parameter, ...] = (
     P('model_path', STR, 'model', required=True, pai=True,
       help='SavedModel directory (local or any Beam file system path)'),
     P('model_type', CHOICE, 'model', default='classifier', pai=True,
-      choices=('classifier',), help='only `classifier` is supported',
+      choices=('classifier', 'multilabel_classifier'),
+      help='`classifier` (one class per image, PAI\'s line) or '
+      '`multilabel_classifier` (independent scores, the labels above '
+      '`threshold`); PAI\'s other types (`detector`, `segmentor`, '
+      '`text_spotter`) are refused',
       refusal='-D{name}={value} is not supported; supported: {choices}'),
+    P('threshold', FLOAT, 'model', default=0.5, minimum=0, maximum=1,
+      help='`multilabel_classifier`: a class is predicted when its score is '
+      'above this'),
+    P('threshold_file', STR, 'model', unset='`threshold` for every class',
+      help='`multilabel_classifier`: one threshold per class, a line each '
+      '(`name value`, or only the value, in class order)'),
     P('label_map_path', STR, 'model', help='class names, one per line',
       unset='`assets/labels.txt` or `labels.txt` in the model, else `0`…`C-1`'),
     P('signature_name', STR, 'model', default='serving_default',

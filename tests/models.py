@@ -141,3 +141,28 @@ def save_identity_model(path: str, num_classes: int = 128) -> str:
 
   tf.saved_model.save(module, path, signatures={'serving_default': serve})
   return path
+
+
+MULTILABELS = ['Sketch', 'Life moment', 'Landscape', 'Portrait']
+# A class is on when the image's mean brightness is above its cut: a grey of
+# 5 % has no label, 30 % one, 50 % two, 90 % all four.
+_CUTS = np.array([0.2, 0.4, 0.6, 0.8], np.float32)
+
+
+def save_multilabel_model(path: str, logits: bool = False) -> str:
+  """uint8 [N,8,8,3] -> independent per-class scores (sigmoid), or the raw
+  logits with logits=True. A small dense term keeps every pixel in play."""
+  module = _Dense(len(MULTILABELS))
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None, SIZE, SIZE, 3], tf.uint8, name='images')])
+  def serve(images):
+    x = tf.cast(images, tf.float32) / 255.0
+    mean = tf.reduce_mean(x, axis=[1, 2, 3])[:, None]
+    raw = 12.0 * (mean - _CUTS) + 0.1 * module.logits(x)
+    return {'logits': raw} if logits else {'scores': tf.sigmoid(raw)}
+
+  tf.saved_model.save(module, path, signatures={'serving_default': serve})
+  with open(f'{path}/labels.txt', 'w', encoding='utf-8') as f:
+    f.write('\n'.join(MULTILABELS) + '\n')
+  return path

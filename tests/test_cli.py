@@ -140,7 +140,7 @@ def test_no_arguments_is_a_usage_error():
 
 @pytest.mark.parametrize('extra, needle', [
     (['-Dmodel_type=detector'], 'model_type=detector is not supported; '
-     'supported: classifier'),
+     'supported: classifier, multilabel_classifier'),
     (['-Dmodel_path=/nonexistent/model'], 'no SavedModel at /nonexistent'),
     (['-Dinput_oss_file=/nonexistent/list.txt'], 'cannot read '
      '/nonexistent/list.txt'),

@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 
 from ev_predict.pipeline import launcher
@@ -282,6 +283,50 @@ def _kill_family(tm, family):
       os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
       pass
+
+
+def test_multilabel_job_on_flink(tmp_path, flink_cluster, monkeypatch):
+  """-Dmodel_type=multilabel_classifier on two TaskManagers: PAI's
+  multi-label lines, byte for byte DirectRunner's, each image's labels
+  those its brightness gives (models.save_multilabel_model, logits)."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from tests import models  # pylint: disable=import-outside-toplevel
+  monkeypatch.chdir(ROOT)
+  model = models.save_multilabel_model(str(tmp_path / 'model'), logits=True)
+  levels = [13, 77, 128, 230] * 10
+  lines = []
+  for i, level in enumerate(levels):
+    path = tmp_path / f'grey{i}.png'
+    Image.fromarray(np.full((24, 32, 3), level, np.uint8)).save(path)
+    lines.append(str(path))
+  lines.append(str(tmp_path / 'gone.png'))
+  listing = tmp_path / 'list.txt'
+  listing.write_text(''.join(l + '\n' for l in lines), encoding='utf-8')
+  common = [f'-Dmodel_path={model}', f'-Dinput_oss_file={listing}',
+            '-Dmodel_type=multilabel_classifier', '-Dmax_error_ratio=1',
+            '-Dnum_worker=2', '-Dbatch_size=4']
+  direct_out = tmp_path / 'direct' / 'result.txt'
+  run_and_read(common, direct_out)
+  out = tmp_path / 'flink' / 'result.txt'
+  try:
+    results, errors, summary = run_and_read(common + flink_cluster.flags + [
+        '--parallelism=2', '--default_sdk_harness_log_level=WARN'], out)
+  except Exception:
+    print(flink_cluster.logs())
+    raise
+  for name in ('result.txt', 'result.txt.errors'):
+    assert (out.parent / name).read_bytes() == \
+        (direct_out.parent / name).read_bytes(), name
+  assert (summary['succeeded'], summary['failed']) == (40, 1)
+  expected = {13: [], 77: [0], 128: [0, 1], 230: [0, 1, 2, 3]}
+  for line, path, level in zip(results, lines, levels):
+    value, body = split_output_line(line)
+    assert value.decode() == path
+    assert list(body) == ['class_probs', 'classes', 'predictions',
+                          'class_names', 'probs']
+    assert body['classes'] == expected[level], (path, body)
+  assert [split_output_line(l)[1]['error'] for l in errors] == ['not_found']
+  assert _leftovers(out.parent) == []
 
 
 def test_failed_job_resumes_where_it_stopped(tmp_path, model_dirs,

@@ -76,7 +76,7 @@ def test_values_are_parsed_once_into_types():
     ('image_type', 'bytes', "-Dimage_type must be one of url, base64, not "
      "'bytes'"),
     ('model_type', 'detector', '-Dmodel_type=detector is not supported; '
-     'supported: classifier'),
+     'supported: classifier, multilabel_classifier'),
     ('jpeg_draft', 'maybe', "-Djpeg_draft must be true or false, not 'maybe'"),
     ('image_size', '0x5', '-Dimage_size must be N or WIDTHxHEIGHT'),
     ('image_size', 'big', '-Dimage_size must be N or WIDTHxHEIGHT'),
@@ -100,7 +100,7 @@ def test_every_problem_at_once_in_order():
       '-Dmodel_path is required', '-Doutput_oss_file is required',
       "-Dbatch_size must be an integer, not '1.5'",
       '-Dpixel_mean must be comma-separated numbers',
-      '-Dmodel_type=detector is not supported; supported: classifier',
+      '-Dmodel_type=detector is not supported; supported: classifier, multilabel_classifier',
       "-Dnum_worker must be at least 1, not '0'"]
 
 

@@ -64,7 +64,7 @@ def test_numbers_must_parse(arg, message):
     ('-Ddecode_priority=high', "-Ddecode_priority must be one of low, "
      "normal, not 'high'"),
     ('-Dmodel_type=detector', '-Dmodel_type=detector is not supported; '
-     'supported: classifier'),
+     'supported: classifier, multilabel_classifier'),
 ])
 def test_choices(arg, message):
   assert _refusal(arg) == message

@@ -202,7 +202,7 @@ def test_validation_through_the_console_script(tmp_path):
       'ev-predict: error: templates/local.yaml: 3 problems: '
       '-Dinput_oss_file is required (file list, one image per line); '
       "-Dbatch_size must be an integer, not '1.5'; "
-      '-Dmodel_type=detector is not supported; supported: classifier')
+      '-Dmodel_type=detector is not supported; supported: classifier, multilabel_classifier')
   assert not out.parent.exists()
 
 

@@ -17,6 +17,9 @@ from ev_predict.transforms.record import INFERENCE, Record, valid_text
 # seed's example, byte for byte). Parse it by splitting at the first ','
 # followed by whitespace and '{' (merge.split_output_line does it exactly).
 SEPARATOR = b',  '
+# -Dmodel_type of PAI's multi-label line (its help page "Multi-label image
+# classification").
+MULTILABEL = 'multilabel_classifier'
 
 
 def labels_for(labels: Optional[Sequence[str]], width: int) -> Sequence[str]:
@@ -46,6 +49,30 @@ def result_json(probs: np.ndarray, labels: Optional[Sequence[str]],
       'class_name': names[best],
       'class_probs': {names[i]: float(probs[i])
                       for i in top_indices(probs, top_k).tolist()},
+  }
+
+
+def multilabel_json(probs: np.ndarray, labels: Optional[Sequence[str]],
+                    thresholds, top_k: Optional[int] = None) -> dict:
+  """PAI's multi-label result, keys in its order: class_probs (name ->
+  score), classes (ids above their threshold, in id order), predictions (a
+  bool per class), class_names (of classes), probs (a score per class)."""
+  names = labels_for(labels, len(probs))
+  if len(names) != len(probs):
+    raise ValueError(
+        f'model returned {len(probs)} scores for {len(names)} labels')
+  limits = np.broadcast_to(np.asarray(thresholds, dtype=np.float64),
+                           probs.shape)
+  above = probs.astype(np.float64) > limits
+  classes = np.flatnonzero(above).tolist()
+  values = probs.astype(np.float64).tolist()
+  return {
+      'class_probs': {names[i]: values[i]
+                      for i in top_indices(probs, top_k).tolist()},
+      'classes': classes,
+      'predictions': above.tolist(),
+      'class_names': [names[i] for i in classes],
+      'probs': values,
   }
 
 
@@ -86,9 +113,12 @@ class Formatter:
   json.dumps(result_json(...), ensure_ascii=False)."""
 
   def __init__(self, labels: Optional[Sequence[str]],
-               top_k: Optional[int] = None):
+               top_k: Optional[int] = None, thresholds=None):
+    """thresholds: given (one for all classes, or one per class), the
+    multi-label line."""
     self._labels = labels
     self._top_k = top_k
+    self._thresholds = thresholds
     self._by_width: Dict[int, Optional[Tuple[List[str], str]]] = {}
 
   def _keys(self, width: int):
@@ -107,6 +137,12 @@ class Formatter:
     return self._by_width[width]
 
   def result(self, probs: np.ndarray) -> str:
+    if self._thresholds is not None:
+      # Few classes and no hot path yet: json.dumps writes repr(float), the
+      # same digits as the classifier line's.
+      return json.dumps(multilabel_json(probs, self._labels, self._thresholds,
+                                        self._top_k),
+                        ensure_ascii=False, allow_nan=False)
     keys = self._keys(len(probs))
     if keys is None:
       return json.dumps(result_json(probs, self._labels, self._top_k),

@@ -194,6 +194,37 @@ def load_labels(model_path: str, label_map_path: Optional[str],
   return [str(i) for i in range(num_classes)]
 
 
+def load_thresholds(path: Optional[str], labels: Optional[List[str]],
+                    default: float):
+  """A multi-label job's thresholds: default for every class, or a file of
+  one line per class, `name value` (names as the labels) or only `value`
+  (in class order). Returns a float or a list with one per class."""
+  if not path:
+    return default
+  try:
+    text = _read_bytes(path).decode('utf-8-sig')
+  except Exception as e:  # pylint: disable=broad-except
+    raise ModelError(f'cannot read threshold file {path}: '
+                     f'{type(e).__name__}') from e
+  rows = [line.rsplit(None, 1) for line in text.splitlines() if line.strip()]
+  try:
+    values = [float(row[-1]) for row in rows]
+  except ValueError as e:
+    raise ModelError(f'{path}: a line is `name value` or `value` ({e})') \
+        from e
+  if any(not 0 <= v <= 1 for v in values):
+    raise ModelError(f'{path}: thresholds must be in [0, 1]')
+  if labels is not None and len(values) != len(labels):
+    raise ModelError(f'{path} has {len(values)} thresholds for '
+                     f'{len(labels)} classes')
+  named = [row[0] for row in rows if len(row) == 2]
+  if named:
+    if len(named) != len(rows) or labels is None or named != list(labels):
+      raise ModelError(f'{path}: names must be the class names, in class '
+                       'order')
+  return values
+
+
 def to_probabilities(scores: np.ndarray) -> np.ndarray:
   """Rows that are not already probabilities (a negative value, or not
   summing to 1) get a softmax; the others are kept bit for bit."""
@@ -210,6 +241,30 @@ def to_probabilities(scores: np.ndarray) -> np.ndarray:
   return out
 
 
+def to_independent_scores(scores: np.ndarray) -> np.ndarray:
+  """Multi-label rows: scores in [0, 1] are kept bit for bit; a row with any
+  value outside (logits) gets a sigmoid per class, never a softmax."""
+  scores = np.asarray(scores, dtype=np.float32).reshape(len(scores), -1)
+  inside = (scores.min(axis=1) >= 0) & (scores.max(axis=1) <= 1)
+  if inside.all():
+    return scores
+  out = scores.copy()
+  logits = scores[~inside].astype(np.float64)
+  out[~inside] = (1 / (1 + np.exp(-logits))).astype(np.float32)
+  return out
+
+
+def looks_like_softmax(scores: np.ndarray) -> bool:
+  """Every row of more than two classes in [0, 1] and summing to 1: a
+  softmax head, which a multi-label job would read as independent scores."""
+  scores = np.asarray(scores, dtype=np.float32).reshape(len(scores), -1)
+  if scores.shape[1] <= 2 or not len(scores):
+    return False
+  sums = scores.sum(axis=1, dtype=np.float64)
+  return bool(((scores.min(axis=1) >= 0) &
+               (np.abs(sums - 1.0) <= 1e-3)).all())
+
+
 class LoadedModel:
   """The model behind one backend, callable on a numpy batch.
 
@@ -220,10 +275,16 @@ class LoadedModel:
   def __init__(self, model_path: str, spec: ModelSpec, backend: str = 'auto',
                precision: str = 'f32', threads: Optional[int] = None,
                batch_size: Optional[int] = None,
-               phase: Callable[[str], None] = lambda _text: None):
+               phase: Callable[[str], None] = lambda _text: None,
+               multilabel: bool = False):
     """phase: told what the worker is doing while it starts (the live
-    status shows it)."""
+    status shows it). multilabel: scores are independent per class (a
+    sigmoid for logits), not a distribution (a softmax)."""
     self._spec = spec
+    self._normalise = (to_independent_scores if multilabel
+                       else to_probabilities)
+    self._multilabel = multilabel
+    self._warned_softmax = False
     self._precision = precision
     self._candidate = None
     self._reference = None
@@ -259,8 +320,8 @@ class LoadedModel:
     reference = self._reference.scores(batch)
     try:
       candidate = self._candidate.scores(batch)
-      stats = backends.agreement(to_probabilities(reference),
-                                 to_probabilities(candidate))
+      stats = backends.agreement(self._normalise(reference),
+                                 self._normalise(candidate))
     except Exception as e:  # pylint: disable=broad-except
       stats = {'error': f'{type(e).__name__}: {e}'}
     if 'error' not in stats and backends.passes(stats, self._precision):
@@ -275,7 +336,14 @@ class LoadedModel:
     return candidate if self._candidate else reference
 
   def predict(self, batch: np.ndarray) -> np.ndarray:
-    return to_probabilities(self.scores(batch))
+    scores = self.scores(batch)
+    if self._multilabel and not self._warned_softmax and \
+        looks_like_softmax(scores):
+      self._warned_softmax = True
+      _LOG.warning('ev-predict: warning: the model\'s scores sum to 1 like a '
+                   'softmax; -Dmodel_type=multilabel_classifier reads them as '
+                   'independent per-class scores')
+    return self._normalise(scores)
 
 
 class BatchByChunk(beam.DoFn):
@@ -338,8 +406,9 @@ class SavedModelHandler(ModelHandler[Record, Record, LoadedModel]):
                intra_op_threads: Optional[int] = None,
                local_model_path: Any = None, backend: str = 'auto',
                precision: str = 'f32', accelerator: Optional[str] = None,
-               progress_dir: Optional[str] = None):
+               progress_dir: Optional[str] = None, multilabel: bool = False):
     super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
+    self._multilabel = multilabel
     self._progress_dir = progress_dir
     self._accelerator = accelerator
     self._backend = backend
@@ -368,7 +437,8 @@ class SavedModelHandler(ModelHandler[Record, Record, LoadedModel]):
     path = self._local_model_path(self._model_path) \
         if self._local_model_path else self._model_path
     return LoadedModel(path, self._spec, self._backend, self._precision,
-                       self._threads, self._batch_size, phase)
+                       self._threads, self._batch_size, phase,
+                       multilabel=self._multilabel)
 
   def model_input(self, tensors: Sequence[Any]) -> np.ndarray:
     """Stacks record tensors into one padded batch the signature accepts."""

@@ -112,7 +112,8 @@ def _outcome(obj: Optional[dict]) -> Optional[str]:
     kind = obj['error']
     return kind if isinstance(kind, str) and kind and kind != OK and \
         set(obj) == {'error', 'message'} else None
-  return OK if 'class' in obj and 'class_probs' in obj else None
+  return OK if 'class_probs' in obj and (
+      'class' in obj or 'classes' in obj) else None
 
 
 def _preview(data: bytes, limit: int = 80) -> str:

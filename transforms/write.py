@@ -412,16 +412,18 @@ class CommitChunks(beam.DoFn):
   (and is retried by the runner) rather than commit it short."""
 
   def __init__(self, labels, counts: Sequence[int], folder: str,
-               launcher: Optional[dict] = None, top_k: Optional[int] = None):
+               launcher: Optional[dict] = None, top_k: Optional[int] = None,
+               thresholds=None):
     self._labels = labels
     self._top_k = top_k
+    self._thresholds = thresholds
     self._counts = tuple(counts)
     self._folder = folder
     self._launcher = launcher
 
   def setup(self):
     watch_launcher(self._launcher)
-    self._format = Formatter(self._labels, self._top_k)
+    self._format = Formatter(self._labels, self._top_k, self._thresholds)
     self._metrics = OutcomeMetrics()
     self._state = state_lib.StateFolder(self._folder)
     self._progress = progress.reporter(self._state.progress)

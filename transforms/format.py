@@ -23,7 +23,12 @@ MULTILABEL = 'multilabel_classifier'
 
 
 def labels_for(labels: Optional[Sequence[str]], width: int) -> Sequence[str]:
-  return labels if labels is not None else [str(i) for i in range(width)]
+  """The class names for a row of width scores; a ValueError (the record's
+  inference error) when the labels are not as many."""
+  names = labels if labels is not None else [str(i) for i in range(width)]
+  if len(names) != width:
+    raise ValueError(f'model returned {width} scores for {len(names)} labels')
+  return names
 
 
 def top_indices(probs: np.ndarray, top_k: Optional[int]) -> np.ndarray:
@@ -38,9 +43,6 @@ def result_json(probs: np.ndarray, labels: Optional[Sequence[str]],
                 top_k: Optional[int] = None) -> dict:
   """The result as a dict (the reference the fast formatter must match)."""
   names = labels_for(labels, len(probs))
-  if len(names) != len(probs):
-    raise ValueError(
-        f'model returned {len(probs)} scores for {len(names)} labels')
   best = int(np.argmax(probs))
   # float() of a float32 keeps its exact value; json writes the shortest
   # repr that round-trips, as PAI does (e.g. 4.028851974258174e-10).
@@ -58,9 +60,6 @@ def multilabel_json(probs: np.ndarray, labels: Optional[Sequence[str]],
   score), classes (ids above their threshold, in id order), predictions (a
   bool per class), class_names (of classes), probs (a score per class)."""
   names = labels_for(labels, len(probs))
-  if len(names) != len(probs):
-    raise ValueError(
-        f'model returned {len(probs)} scores for {len(names)} labels')
   limits = np.broadcast_to(np.asarray(thresholds, dtype=np.float64),
                            probs.shape)
   above = probs.astype(np.float64) > limits
@@ -126,9 +125,6 @@ class Formatter:
     names make a JSON object keep only the last (json.dumps decides)."""
     if width not in self._by_width:
       names = labels_for(self._labels, width)
-      if len(names) != width:
-        raise ValueError(
-            f'model returned {width} scores for {len(names)} labels')
       encoded = [json.dumps(n, ensure_ascii=False) for n in names]
       template = '{' + ', '.join(
           e.replace('%', '%%') + ': %s' for e in encoded) + '}'

@@ -16,6 +16,7 @@ exactly-once accounting are the list's:
    string (or ``error``/``message``).
 """
 import base64
+import dataclasses
 import json
 import posixpath
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -77,8 +78,10 @@ def batches(path: str, columns: Optional[Sequence[str]] = None
       return
     if kind == CSV:
       import pyarrow.csv as pcsv  # pylint: disable=import-outside-toplevel
-      reader = pcsv.open_csv(f, read_options=pcsv.ReadOptions(
-          block_size=1 << 20))
+      reader = pcsv.open_csv(
+          f, read_options=pcsv.ReadOptions(block_size=1 << 20),
+          convert_options=pcsv.ConvertOptions(
+              include_columns=list(columns) if columns else None))
     else:
       import pyarrow.json as pjson  # pylint: disable=import-outside-toplevel
       reader = pjson.open_json(f, read_options=pjson.ReadOptions(
@@ -147,16 +150,22 @@ def list_line(row: int, value, image_type: str) -> bytes:
       'utf-8') + b'\n'
 
 
+def _columns(image_col: str, reserved: Sequence[str]) -> List[str]:
+  return list(dict.fromkeys([image_col, *reserved]))
+
+
 def export_list(files: Sequence[str], image_col: str, image_type: str,
-                target: str) -> int:
-  """Writes the list a table job runs over; returns the rows."""
+                target: str, reserved: Sequence[str] = ()) -> int:
+  """Writes the list a table job runs over; returns the rows. The reserved
+  columns are read too (and dropped): a CSV or JSON cell that does not fit
+  its column's type fails here, before any work, not after the job."""
   rows = 0
   out = FileSystems.create(target,
                            compression_type=CompressionTypes.UNCOMPRESSED)
   try:
     for path in files:
-      for batch in batches(path, [image_col]):
-        for value in batch.column(0).to_pylist():
+      for batch in batches(path, _columns(image_col, reserved)):
+        for value in batch.column(image_col).to_pylist():
           out.write(list_line(rows, value, image_type))
           rows += 1
   finally:
@@ -164,14 +173,15 @@ def export_list(files: Sequence[str], image_col: str, image_type: str,
   return rows
 
 
-def _row_of(line: bytes) -> Tuple[int, bytes]:
-  """(row, the JSON after the separator) of a result or error line."""
+def _row_of(line: bytes) -> Tuple[int, bytes, bytes]:
+  """(row, the list line echoed, the JSON after the separator) of a result
+  or error line."""
   from ev_predict.transforms import merge  # pylint: disable=import-outside-toplevel
   value, part = merge.split_output_line(line)
-  return json.loads(value)['row'], part
+  return json.loads(value)['row'], value, part
 
 
-def _lines(path: str) -> Iterator[Tuple[int, bytes]]:
+def _lines(path: str) -> Iterator[Tuple[int, bytes, bytes]]:
   f = _open(path)
   try:
     for line in f:
@@ -184,8 +194,8 @@ def _lines(path: str) -> Iterator[Tuple[int, bytes]]:
 class _Writer:
   """One output table, written a batch at a time in its format."""
 
-  def __init__(self, path: str, schema_: pa.Schema):
-    self._kind = table_format(path)
+  def __init__(self, path: str, schema_: pa.Schema, kind: str):
+    self._kind = kind
     self._file = FileSystems.create(
         path, compression_type=CompressionTypes.UNCOMPRESSED)
     self._schema = schema_
@@ -216,34 +226,45 @@ class _Writer:
 def write_tables(files: Sequence[str], image_col: str,
                  reserved: Sequence[str], kept: pa.Schema, result_column: str,
                  results: str, errors: str, output_table: str,
-                 error_table: str) -> Tuple[int, int]:
+                 error_table: str, image_type: str = 'url',
+                 kinds: Optional[Tuple[str, str]] = None) -> Tuple[int, int]:
   """The output and error tables from the input and the job's two files
   (each in input order); returns the rows written to each. Every input row
-  is in exactly one, else a TableError (and the caller keeps nothing)."""
+  is in exactly one, else a TableError (and the caller keeps nothing).
+  kinds: the two tables' formats (default: from their names)."""
+  kinds = kinds or (table_format(output_table), table_format(error_table))
   ok_lines, err_lines = _lines(results), _lines(errors)
   next_ok, next_err = next(ok_lines, None), next(err_lines, None)
   writers = (
-      _Writer(output_table, kept.append(pa.field(result_column, pa.string()))),
+      _Writer(output_table, kept.append(pa.field(result_column, pa.string())),
+              kinds[0]),
       _Writer(error_table, kept.append(pa.field('error', pa.string())).append(
-          pa.field('message', pa.string()))))
+          pa.field('message', pa.string())), kinds[1]))
   row, counts = 0, [0, 0]
   try:
     for path in files:
-      for batch in batches(path, [image_col, *reserved]):
+      for batch in batches(path, _columns(image_col, reserved)):
         ok_rows, ok_json, err_rows, kinds, messages = [], [], [], [], []
+        cells = batch.column(image_col).to_pylist()
         for i in range(batch.num_rows):
           if next_ok is not None and next_ok[0] == row:
+            line, next_ok = next_ok, next(ok_lines, None)
             ok_rows.append(i)
-            ok_json.append(next_ok[1].decode('utf-8'))
-            next_ok = next(ok_lines, None)
+            ok_json.append(line[2].decode('utf-8'))
           elif next_err is not None and next_err[0] == row:
-            body = json.loads(next_err[1])
+            line, next_err = next_err, next(err_lines, None)
+            body = json.loads(line[2])
             err_rows.append(i)
             kinds.append(body['error'])
             messages.append(body.get('message', ''))
-            next_err = next(err_lines, None)
           else:
             raise TableError(f'row {row} of the table has no record')
+          # The row's image is the one its record is of: a table rewritten
+          # during the job would otherwise pair results with other rows.
+          if line[1] != list_line(row, cells[i], image_type).rstrip(b'\n'):
+            raise TableError(f'row {row} of {path} is not the row the job '
+                             'classified: the table changed during the job; '
+                             'run it again (it starts fresh)')
           row += 1
         columns = batch.select(list(reserved)).columns
         if ok_rows:
@@ -264,3 +285,68 @@ def write_tables(files: Sequence[str], image_col: str,
     for w in writers:
       w.close()
   return counts[0], counts[1]
+
+
+def default_error_table(output_table: str) -> str:
+  """results.parquet -> results.errors.parquet: the same format, beside."""
+  stem, ext = posixpath.splitext(output_table)
+  return f'{stem}.errors{ext}'
+
+
+def _one_line(e: BaseException, path: str) -> TableError:
+  if isinstance(e, TableError):
+    return e
+  text = ' '.join(str(e).split())[:300]
+  return TableError(f'cannot read the table {path}: {type(e).__name__}: '
+                    f'{text}')
+
+
+@dataclasses.dataclass(frozen=True)
+class TableJob:
+  """A table job's two ends, checked before any work (check())."""
+  files: Tuple[str, ...]
+  image_col: str
+  image_type: str
+  reserved: Tuple[str, ...]
+  kept: pa.Schema            # the reserved columns' fields, as the input's
+  result_column: str
+  output: str
+  errors: str
+
+  @classmethod
+  def plan(cls, pattern: str, image_col: str, image_type: str,
+           reserved: Sequence[str], result_column: str, output: str,
+           errors: Optional[str]) -> 'TableJob':
+    errors = errors or default_error_table(output)
+    table_format(output)
+    table_format(errors)
+    files = tuple(table_files(pattern))
+    kept = check(files, image_col, reserved, image_type)
+    return cls(files, image_col, image_type, tuple(reserved), kept,
+               result_column, output, errors)
+
+  def export(self, listing: str) -> int:
+    """Writes the list the job runs over; returns its rows."""
+    try:
+      return export_list(self.files, self.image_col, self.image_type,
+                         listing, self.reserved)
+    except Exception as e:  # pylint: disable=broad-except
+      raise _one_line(e, self.input_name) from e
+
+  def write(self, results: str, errors: str, output: str,
+            error_output: str) -> Tuple[int, int]:
+    """The two tables, at output and error_output (staging names: the
+    formats are the targets'), from the job's result and error lines."""
+    try:
+      return write_tables(self.files, self.image_col, self.reserved,
+                          self.kept, self.result_column, results, errors,
+                          output, error_output, self.image_type,
+                          kinds=(table_format(self.output),
+                                 table_format(self.errors)))
+    except Exception as e:  # pylint: disable=broad-except
+      raise _one_line(e, self.input_name) from e
+
+  @property
+  def input_name(self) -> str:
+    return self.files[0] if len(self.files) == 1 else \
+        f'{self.files[0]} (and {len(self.files) - 1} more)'

@@ -14,8 +14,9 @@ what a table adds (the list made from it, the tables zipped back) shows.
 
 Reported per size: wall and CPU time, the launcher's peak RSS (os.wait4's
 ru_maxrss and its VmHWM), the process tree's peak, the rows in each table
-and whether every row is in exactly one; at the largest size the same lines
-as a file-list job, and the table job's wall time over it.
+and whether every row is in exactly one; and, right after each, the same
+lines as a file-list job: the table job's wall time over it, and both
+launchers' memory growth from the smallest size to the largest.
 """
 import argparse
 import json
@@ -107,26 +108,33 @@ def measure(ctx, sizes, share: float) -> dict:
     log(f'table {n} rows: {res["wall_s"]:.1f} s, launcher '
         f'{res["peak_rss_mb"]:.0f} MB, tree {res["peak_tree_mb"]:.0f} MB, '
         f'{ok} + {bad} rows')
+    # The same lines as a file list, right after: what a table adds.
+    listing = folder / f'rows-{n}.txt'
+    _as_list(table, listing)
+    list_dir = resume.fresh_folder(folder / f'list-{n}')
+    res = resume.job(ctx, f'table-as-list-{n}', resume.ev_cmd(
+        model, listing, list_dir / 'out.txt', ['-Dmax_error_ratio=1']), env)
+    row['as_list'] = resume.brief(res, resume.summary_of(list_dir / 'out.txt'))
+    row['table_over_list_wall'] = row['wall_s'] / res['wall_s']
+    log(f'  as a list: {res["wall_s"]:.1f} s, launcher '
+        f'{res["peak_rss_mb"]:.0f} MB; table/list wall '
+        f'{row["table_over_list_wall"]:.2f}')
   lo, hi = min(sizes), max(sizes)
   a, b = out['tables'][lo], out['tables'][hi]
   for key in ('peak_rss_mb', 'peak_tree_mb'):
     out[f'{key}_growth'] = b[key] - a[key]
     out[f'{key}_bytes_per_extra_row'] = (b[key] - a[key]) * 2**20 / (hi - lo)
-  # The same lines as a file list: what the table's two extra passes cost.
-  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-  listing = folder / f'rows-{hi}.txt'
-  with open(listing, 'w') as f:
-    for batch in pq.ParquetFile(folder / f'rows-{hi}.parquet').iter_batches(
-        columns=['url']):
-      f.write(''.join(u + '\n' for u in batch.column(0).to_pylist()))
-  run_dir = resume.fresh_folder(folder / f'list-{hi}')
-  res = resume.job(ctx, f'table-as-list-{hi}', resume.ev_cmd(
-      model, listing, run_dir / 'out.txt', ['-Dmax_error_ratio=1']), env)
-  out['as_list'] = resume.brief(res, resume.summary_of(run_dir / 'out.txt'))
-  out['table_over_list_wall'] = b['wall_s'] / res['wall_s']
-  log(f'as a list: {res["wall_s"]:.1f} s, launcher {res["peak_rss_mb"]:.0f} '
-      f'MB; table/list wall {out["table_over_list_wall"]:.2f}')
+    out[f'list_{key}_growth'] = b['as_list'][key] - a['as_list'][key]
   return out
+
+
+def _as_list(table: Path, listing: Path) -> None:
+  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+  if listing.exists() and listing.stat().st_mtime > table.stat().st_mtime:
+    return
+  with open(listing, 'w') as f:
+    for batch in pq.ParquetFile(table).iter_batches(columns=['url']):
+      f.write(''.join(u + '\n' for u in batch.column(0).to_pylist()))
 
 
 def main(argv=None) -> int:

@@ -2,6 +2,7 @@
 resolves and validates everything the graph needs before any work starts
 (which chunks of the list are still to do is pipeline/resume.py's)."""
 import dataclasses
+import fnmatch
 import functools
 import os
 import posixpath
@@ -23,6 +24,7 @@ from ev_predict.pipeline.commandline import UsageError
 from ev_predict.pipeline.options import EvPredictOptions, is_direct
 from ev_predict.transforms import (access, backends, inference, modelcache,
                                    read, state, storage)
+from ev_predict.transforms import table as table_lib
 from ev_predict.transforms.oss.filesystem import OssOptions
 from ev_predict.transforms import record as rec
 from ev_predict.transforms.decode import DecodeConfig, prepare_record
@@ -55,6 +57,20 @@ class JobPlan:
   launcher: Optional[dict] = None
   # A multi-label job's thresholds (one, or one per class); None: classifier.
   thresholds: Any = None
+  # A table job's two ends (transforms/table.py); None: a file-list job.
+  table: Optional[table_lib.TableJob] = None
+
+  @property
+  def list_path(self) -> str:
+    """The list the job runs over: the user's, or a table's in the state
+    folder."""
+    return self.paths.folder.table_list if self.table else \
+        self.values.input_oss_file
+
+  @property
+  def input_name(self) -> str:
+    """The input as the user named it."""
+    return self.values.input_table or self.values.input_oss_file
 
   @property
   def workers(self) -> int:
@@ -99,12 +115,14 @@ def _joint_problems(values, problems: Mapping[str, str]) -> List[str]:
           len(values.pixel_std) not in (1, 3) or 0 in values.pixel_std):
     errors.append('-Dpixel_scale=mean_std needs -Dpixel_mean and '
                   '-Dpixel_std with 1 or 3 values (std non-zero)')
+  errors += _table_problems(values, problems)
   try:
     allow = access.parse_allow_list(values.buckets)
   except ValueError as e:
     return errors + [f'-Dbuckets: {e}']
   for name in ('model_path', 'input_oss_file', 'output_oss_file',
-               'error_oss_file', 'label_map_path'):
+               'error_oss_file', 'label_map_path', 'input_table',
+               'output_table', 'error_table'):
     path = getattr(values, name)
     try:
       inside = not path or access.allowed(path, allow,
@@ -118,6 +136,40 @@ def _joint_problems(values, problems: Mapping[str, str]) -> List[str]:
   return errors
 
 
+def reserved_columns(values) -> List[str]:
+  return [c.strip() for c in (values.reserved_columns or '').split(',')
+          if c.strip()]
+
+
+def _table_problems(values, problems: Mapping[str, str]) -> List[str]:
+  """A table in, a table out; a list in, a file out."""
+  if 'input_oss_file' in problems or 'output_oss_file' in problems:
+    return []  # neither input (or output) given: said already
+  errors = []
+  if values.input_table:
+    for name in ('input_oss_file', 'output_oss_file', 'error_oss_file'):
+      if getattr(values, name):
+        errors.append(f'-D{name} does not go with -Dinput_table (a table '
+                      'job writes -Doutput_table and -Derror_table)')
+    reserved = reserved_columns(values)
+    twice = sorted({c for c in reserved if reserved.count(c) > 1})
+    if twice:
+      errors.append(f'-Dreserved_columns names {", ".join(twice)} twice')
+    if not values.result_column or values.result_column in reserved:
+      errors.append(f'-Dresult_column={values.result_column} must be a '
+                    'name that is not a reserved column')
+    clash = [c for c in ('error', 'message') if c in reserved]
+    if clash:
+      errors.append(f'-Dreserved_columns: {", ".join(clash)} is a column '
+                    'of the error table; rename it in the input')
+    return errors
+  for name in ('output_table', 'error_table', 'reserved_columns'):
+    if getattr(values, name):
+      errors.append(f'-D{name} goes with -Dinput_table (a file list is '
+                    'written to -Doutput_oss_file)')
+  return errors
+
+
 def plan(options: EvPredictOptions) -> JobPlan:
   # The launcher reads the model and file list before a Pipeline exists (and
   # sets them): file systems must see this job's options (OSS endpoint).
@@ -126,7 +178,8 @@ def plan(options: EvPredictOptions) -> JobPlan:
   if errors:
     raise UsageError('; '.join(errors))
   run_id = time.strftime('%Y%m%d-%H%M%S') + '-' + uuid.uuid4().hex[:8]
-  paths = _checked_paths(v, run_id)
+  table = _table_job(v) if v.input_table else None
+  paths = _checked_paths(v, run_id, table)
   spec, labels = _inspect_model(v)
   thresholds = None
   if v.model_type == MULTILABEL:
@@ -167,14 +220,46 @@ def plan(options: EvPredictOptions) -> JobPlan:
       pool_nice=BACKGROUND_NICE if v.decode_priority == 'low' else 0,
       launcher=launcher_identity(),
       thresholds=thresholds,
+      table=table,
   )
 
 
-def _checked_paths(v, run_id: str) -> OutputPaths:
+def _table_job(v) -> table_lib.TableJob:
+  """The input table's schema checked, its files found, before any work."""
+  try:
+    table_lib.table_format(v.input_table)   # odps:// says what to do
+    _check_scheme(v.input_table, 'input_table')
+    return table_lib.TableJob.plan(
+        v.input_table, v.image_col, v.image_type, reserved_columns(v),
+        v.result_column, local_spelling(v.output_table, 'output_table'),
+        local_spelling(v.error_table, 'error_table'))
+  except table_lib.TableError as e:
+    raise UsageError(str(e)) from e
+
+
+_TABLE_NAMES = ('-Doutput_table', '-Derror_table', 'the summary file')
+
+
+def _checked_paths(v, run_id: str,
+                   table: Optional[table_lib.TableJob] = None) -> OutputPaths:
   """The job's files, each checked before any work: the list readable,
   the model's scheme known, the outputs the job's own to replace."""
-  _check_readable(v.input_oss_file, 'input_oss_file')
   _check_scheme(v.model_path, 'model_path')
+  if table:
+    paths = OutputPaths.for_run(table.output, table.errors, run_id)
+    pattern = canonical_path(v.input_table)
+    for name, path in zip(_TABLE_NAMES, paths.targets):
+      if fnmatch.fnmatchcase(canonical_path(path), pattern):
+        raise UsageError(f'{name}={path} matches -Dinput_table='
+                         f'{v.input_table}: a rerun would read it as input; '
+                         'write it elsewhere')
+    for path in table.files:
+      check_output_paths(path, v.model_path, paths, '-Dinput_table',
+                         _TABLE_NAMES)
+    for path in paths.targets:
+      _check_writable(path)
+    return paths
+  _check_readable(v.input_oss_file, 'input_oss_file')
   paths = OutputPaths.for_run(
       local_spelling(v.output_oss_file, 'output_oss_file'),
       local_spelling(v.error_oss_file, 'error_oss_file'), run_id)
@@ -203,11 +288,12 @@ _OUTPUT_NAMES = ('-Doutput_oss_file', '-Derror_oss_file', 'the summary file')
 
 
 def check_output_paths(input_path: str, model_path: str,
-                       paths: OutputPaths) -> None:
+                       paths: OutputPaths, input_name: str = '-Dinput_oss_file',
+                       output_names: Sequence[str] = _OUTPUT_NAMES) -> None:
   """A job may only replace its own files: refuses an output that is a
   directory, two of input/result/errors/summary that are one file, and an
   output inside the model."""
-  for name, path in zip(_OUTPUT_NAMES, paths.targets):
+  for name, path in zip(output_names, paths.targets):
     _check_scheme(path, name.lstrip('-D'))
     if _is_directory(path):
       raise UsageError(f'{name}={path} is a directory (or a folder with '
@@ -217,7 +303,7 @@ def check_output_paths(input_path: str, model_path: str,
       # A FIFO or a device (/dev/null) would be replaced by a regular file.
       raise UsageError(f'{name}={path} exists and is not a regular file')
   seen = {}
-  for name, path in zip(('-Dinput_oss_file',) + _OUTPUT_NAMES,
+  for name, path in zip((input_name,) + tuple(output_names),
                         (input_path,) + paths.targets):
     key = canonical_path(path)
     if key in seen:
@@ -225,7 +311,7 @@ def check_output_paths(input_path: str, model_path: str,
                        'each needs its own path')
     seen[key] = name
   model = canonical_path(model_path).rstrip('/') + '/'
-  for name, path in zip(_OUTPUT_NAMES, paths.targets):
+  for name, path in zip(output_names, paths.targets):
     if canonical_path(path).startswith(model):
       raise UsageError(f'{name}={path} is inside the model directory '
                        f'{model_path}')
@@ -367,10 +453,11 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
   Without job, chunks and todo (a graph to inspect) the job is planned and
   every chunk of a fresh scan is to do."""
   job = job or plan(options)
-  if chunks is None:
-    chunks = state.scan(job.values.input_oss_file, state.chunk_lines_for(
-        state.count_lines(job.values.input_oss_file), job.workers,
-        job.batch_size))
+  if chunks is None and job.table:
+    chunks = state.ListPlan(1, (), ())  # no list made yet: an empty graph
+  elif chunks is None:
+    chunks = state.scan(job.list_path, state.chunk_lines_for(
+        state.count_lines(job.list_path), job.workers, job.batch_size))
   todo = range(chunks.chunks) if todo is None else todo
   chunk_ids = p | 'Chunks' >> beam.Create(list(todo))
   if _needs_distribution(options, job):
@@ -386,7 +473,7 @@ def build_pipeline(p: beam.Pipeline, options: EvPredictOptions,
   return (
       chunk_ids
       | 'ReadChunks' >> beam.ParDo(read.ReadChunks(
-          job.values.input_oss_file, chunks, job.paths.state,
+          job.list_path, chunks, job.paths.state,
           job.values.image_type))
       | 'Fetch' >> beam.ParDo(ThreadedMap(
           functools.partial(_make_fetcher, job.fetch),
@@ -428,7 +515,7 @@ def summary_fields(job: JobPlan, attempt: int,
       'input_size': list_identity.get('size'),
       'input_mtime': list_identity.get('mtime'),
       'run_id': job.run_id,
-      'input_file': job.values.input_oss_file,
+      'input_file': job.input_name,
       'model_path': job.values.model_path,
       'model_input': job.spec.input_kind,
       'batch_size': job.batch_size,

@@ -15,6 +15,7 @@ Importing this module sets nothing and imports Beam but not TensorFlow
 (TensorFlow is imported when a job reads its model).
 """
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ from ev_predict.pipeline import graph, logs, parameters, resume, status
 from ev_predict.pipeline.commandline import UsageError, parse_command_line
 from ev_predict.pipeline.options import (EvPredictOptions, check_beam_flags,
                                          is_direct, runner_kind, to_flags)
-from ev_predict.transforms import progress, redact, state, write
+from ev_predict.transforms import progress, redact, state, table, write
 
 __all__ = ['OSS_FILESYSTEM', 'UsageError', 'job_error', 'launch',
            'make_options', 'make_runner', 'print_summary', 'process_table',
@@ -153,8 +154,12 @@ def run(argv: List[str], started_at: Optional[float] = None) -> dict:
   _LOG.info('ev-predict: run %s, model input %s %sx%s, %d worker(s) x %d '
             'core(s)', job.run_id, job.spec.input_kind, job.spec.width,
             job.spec.height, job.workers, job.cores_per_worker)
-  resumption = resume.prepare(job.values, job.paths, job.workers,
-                              job.launcher, batch=job.batch_size)
+  try:
+    resumption = resume.prepare(job.values, job.paths, job.workers,
+                                job.launcher, batch=job.batch_size,
+                                table=job.table)
+  except table.TableError as e:
+    raise UsageError(str(e)) from e
   _state.resumption = resumption
   # Counts of an earlier run's workers would be counted again.
   progress.clear(resumption.folder.progress)
@@ -170,11 +175,14 @@ def run(argv: List[str], started_at: Optional[float] = None) -> dict:
     if missing:
       raise RuntimeError(f'{len(missing)} of {resumption.plan.chunks} chunks '
                          f'were not committed (first: chunk {missing[0]})')
-    write.stage_outputs(job.paths, resumption.plan, done, started_at,
-                        monitor.snapshot().first_at,
-                        resumption.resumed_counts(),
-                        graph.summary_fields(job, attempt,
-                                             resumption.list_identity))
+    fields = graph.summary_fields(job, attempt, resumption.list_identity)
+    if job.table:
+      _stage_tables(job, resumption, done, started_at,
+                    monitor.snapshot().first_at, fields)
+    else:
+      write.stage_outputs(job.paths, resumption.plan, done, started_at,
+                          monitor.snapshot().first_at,
+                          resumption.resumed_counts(), fields)
     with _deferred_signals():
       write.commit(job.paths)
       _state.committed = True
@@ -187,19 +195,55 @@ def run(argv: List[str], started_at: Optional[float] = None) -> dict:
   return _read_summary(job)
 
 
+def _stage_tables(job, resumption, done, started_at: float,
+                  first_at: Optional[float], fields: dict) -> None:
+  """A table job's staged files: its lines staged in the state folder as
+  a list job's, then the two tables made from them and the input beside,
+  and the summary saying what the tables hold."""
+  lines = dataclasses.replace(
+      job.paths, result=resumption.folder.table_lines,
+      errors=resumption.folder.table_lines + '.errors',
+      summary=resumption.folder.table_lines + '.summary.json')
+  summary = write.stage_outputs(lines, resumption.plan, done, started_at,
+                                first_at, resumption.resumed_counts(), fields)
+  paths = job.paths
+  # A table that changed during the job fails here (exit 3); the state
+  # stays for a rerun, which sees the change and starts fresh.
+  rows = job.table.write(lines.staging(lines.result),
+                         lines.staging(lines.errors),
+                         paths.staging(paths.result),
+                         paths.staging(paths.errors))
+  for staged in (lines.staging(lines.result), lines.staging(lines.errors),
+                 lines.staging(lines.summary)):
+    write.delete_file(staged)
+  sizes = (write.file_size(paths.staging(paths.result)),
+           write.file_size(paths.staging(paths.errors)))
+  summary.update(
+      result_file=paths.result, error_file=paths.errors,
+      output_table=paths.result, error_table=paths.errors,
+      result_rows=rows[0], error_rows=rows[1],
+      result_bytes=sizes[0], error_bytes=sizes[1],
+      accounting_ok=summary['accounting_ok'] and
+      sum(rows) == resumption.plan.total)
+  for key in ('result_lines', 'error_lines'):
+    summary.pop(key, None)
+  write.write_summary(paths.staging(paths.summary), summary)
+
+
 def _say_what_resumes(job, resumption) -> None:
   """One line each: why earlier state was dropped, what is resumed, an
   empty list."""
   total = resumption.plan.total
+  what, lines = ('table', 'rows') if job.table else ('file list', 'lines')
   if resumption.fresh:
     _LOG.warning('ev-predict: starting fresh: %s', resumption.fresh)
   if not total:
     if not job.values.allow_empty:
       resume.remove_state(resumption.folder)
-      raise UsageError(f'the file list {job.values.input_oss_file} has no '
-                       'lines (-Dallow_empty=false)')
-    _LOG.warning('ev-predict: warning: the file list %s has no lines; '
-                 'writing empty outputs', job.values.input_oss_file)
+      raise UsageError(f'the {what} {job.input_name} has no {lines} '
+                       '(-Dallow_empty=false)')
+    _LOG.warning('ev-predict: warning: the %s %s has no %s; writing empty '
+                 'outputs', what, job.input_name, lines)
   elif resumption.done:
     _LOG.warning('ev-predict: resuming: %d of %d lines were committed by an '
                  'earlier run; processing the other %d',

@@ -51,6 +51,8 @@ class Parameter:
   default: Any = None           # typed; None: unset (see `unset`)
   unset: str = ''               # what leaving it unset means
   required: bool = False
+  # Required unless this other parameter is given (a list or a table).
+  unless: str = ''
   choices: Tuple[str, ...] = ()
   minimum: Optional[float] = None
   above: Optional[float] = None  # exclusive minimum
@@ -213,14 +215,43 @@ TABLE: Tuple[Parameter, ...] = (
       help='`mean_std`: per-channel means, e.g. `123.68,116.78,103.94`'),
     P('pixel_std', FLOATS, 'model',
       help='`mean_std`: per-channel standard deviations (non-zero)'),
-    P('input_oss_file', STR, 'input', required=True, pai=True,
+    P('input_oss_file', STR, 'input', pai=True, unless='input_table',
+      unset='required, unless `input_table`',
       help='file list, one image per line (may be `.gz`)'),
+    P('input_table', STR, 'input', pai=True,
+      help='a table instead of a file list: a Parquet, CSV or JSON-lines '
+      'file, or a glob of them (rows in path order); needs `output_table`',
+      doc='a table instead of a file list: a `.parquet`, `.csv` or `.jsonl` '
+      'file on any file system, or a glob of them (their rows in path '
+      'order, one schema). Needs `output_table`; every row ends in exactly '
+      'one row of the output or the error table. `odps://` (MaxCompute) '
+      'tables are refused: export them to Parquet'),
+    P('image_col', STR, 'input', default='image', pai=True,
+      help='`input_table`: the column with each image: a URL or path '
+      '(base64 text with `image_type=base64`), or the image\'s bytes'),
+    P('reserved_columns', STR, 'input', pai=True, results=False,
+      unset='none',
+      help='`input_table`: comma-separated columns copied to the output and '
+      'error tables, with their types'),
     P('image_type', CHOICE, 'input', default='url', pai=True,
       choices=('url', 'base64'),
       help='`url`: a line names an image; `base64`: a line is a '
       'base64-encoded image file'),
-    P('output_oss_file', STR, 'output', results=False, required=True, pai=True,
+    P('output_oss_file', STR, 'output', results=False, pai=True,
+      unless='output_table', unset='required, unless `output_table`',
       help='result file'),
+    P('output_table', STR, 'output', results=False, pai=True,
+      help='`input_table`: the output table (`.parquet`, `.csv` or `.jsonl`): '
+      'the reserved columns and `result_column`, a row per image that '
+      'succeeded, in input order'),
+    P('result_column', STR, 'output', results=False, default='result',
+      pai=True,
+      help='`output_table`: the column holding each row\'s result line '
+      '(the JSON after the path)'),
+    P('error_table', STR, 'output', results=False,
+      unset='`output_table` with `.errors` before its extension',
+      help='`input_table`: the table of rows that failed: the reserved '
+      'columns, `error` (the kind) and `message`'),
     P('top_k', INT, 'output', minimum=1, unset='every class, in class order',
       help='`class_probs` keeps the K highest scores, highest first '
       '(`class`, `class_name` unchanged)',
@@ -401,6 +432,9 @@ def parse(params: Mapping[str, str]) -> Tuple[Any, Dict[str, str]]:
   types, then choices and bounds, so the first thing to fix leads."""
   problems = {p.name: f'-D{p.name} is required' for p in TABLE
               if p.required and not params.get(p.name)}
+  problems.update({
+      p.name: f'-D{p.name} (or -D{p.unless}) is required' for p in TABLE
+      if p.unless and not params.get(p.name) and not params.get(p.unless)})
   typed = {}
   for name, text in params.items():
     p = PARAMETERS.get(name)

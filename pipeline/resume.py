@@ -31,7 +31,9 @@ _LOG = logging.getLogger('ev_predict')
 _OURS = re.compile(
     r'^(manifest\.json|plan\.json|launcher\.json|(commit|staging)-[\w-]+'
     r'|chunks/c\d{8}(\.done|-[0-9a-f]{12}\.(ok|err))'
-    r'|progress/[^/]+)(\.tmp-[0-9a-f]{8})?$')
+    r'|progress/[^/]+|table/list\.jsonl'
+    r'|table/lines(\.errors|\.summary\.json)?\.tmp-\d{8}-\d{6}-[0-9a-f]{8})'
+    r'(\.tmp-[0-9a-f]{8})?$')
 # A live launcher rewrites its launcher.json this often; one on another
 # machine (which cannot be asked whether it lives) counts as live while its
 # file is younger than _STALE.
@@ -64,19 +66,23 @@ class Resumption:
     return counts
 
 
-def job_key(values, batch: int) -> dict:
+def job_key(values, batch: int, table=None) -> dict:
   """What a run's results depend on, as text (compared field by field).
   The batch size is in it though -Dbatch_size is not a results parameter:
   an image's last bits depend on the batch it is classified in, and the
-  default batch follows the cores per worker."""
+  default batch follows the cores per worker. A table job's list is its
+  table files (the list made from them lives in the state folder)."""
   return {
       'batch': batch,
       'format': state_lib.FORMAT,
-      'list': _identity(values.input_oss_file),
+      'list': {'files': [dict(_identity(f), path=f) for f in table.files]}
+              if table else _identity(values.input_oss_file),
+      'input_table': values.input_table,
       'model': _model_identity(values.model_path),
       'parameters': {p.name: p.text(getattr(values, p.name))
                      for p in parameters.TABLE if p.results and
-                     p.name not in ('input_oss_file', 'model_path')},
+                     p.name not in ('input_oss_file', 'input_table',
+                                    'model_path')},
       'input_oss_file': values.input_oss_file,
       'model_path': values.model_path,
   }
@@ -109,14 +115,18 @@ def differences(old: dict, new: dict) -> List[str]:
   if old.get('format') != new['format']:
     return ['it was written by another version of ev-predict']
   for name, what in (('input_oss_file', 'the file list'),
+                     ('input_table', 'the input table'),
                      ('model_path', 'the model path')):
-    if old.get(name) != new[name]:
-      said.append(f'{what} changed ({old.get(name)} -> {new[name]})')
+    if old.get(name) != new.get(name):
+      said.append(f'{what} changed ({old.get(name)} -> {new.get(name)})')
   if not said and old.get('list') != new['list']:
     o, n = old.get('list') or {}, new['list']
-    said.append('the file list changed' + (
-        f' (size {o.get("size")} -> {n["size"]} bytes)'
-        if o.get('size') != n['size'] else ' (modified since)'))
+    if 'files' in n:
+      said.append('the input table changed (its files, sizes or times)')
+    else:
+      said.append('the file list changed' + (
+          f' (size {o.get("size")} -> {n["size"]} bytes)'
+          if o.get('size') != n['size'] else ' (modified since)'))
   if not said and old.get('model') != new['model']:
     said.append('the model files changed')
   if old.get('batch') != new['batch']:
@@ -130,11 +140,13 @@ def differences(old: dict, new: dict) -> List[str]:
 
 
 def prepare(values, paths: write.OutputPaths, parallel: int,
-            launcher: dict, batch: int = 1) -> Resumption:
+            launcher: dict, batch: int = 1, table=None) -> Resumption:
   """Takes the job's state folder for this run: the earlier run's to
-  continue, or a new one (the list scanned once, streamed)."""
+  continue, or a new one (the list scanned once, streamed). table: a table
+  job's (transforms/table.py TableJob), whose list is made here, once."""
   folder = paths.folder
-  key = job_key(values, batch)
+  key = job_key(values, batch, table)
+  listing = folder.table_list if table else values.input_oss_file
   reason = None
   _refuse_a_path_not_made_by_us(folder.root)
   names = _names(folder.root)
@@ -152,6 +164,8 @@ def prepare(values, paths: write.OutputPaths, parallel: int,
         plan = state_lib.ListPlan.from_json(state_lib.read_json(folder.plan))
       except Exception:  # pylint: disable=broad-except
         reason = 'its chunk plan is missing (it was stopped while starting)'
+    if reason is None and table and not FileSystems.exists(listing):
+      reason = 'the list made from its table is missing'
     if reason is None:
       _own(folder, launcher)
       return Resumption(folder, plan, state_lib.committed(folder, plan),
@@ -161,8 +175,12 @@ def prepare(values, paths: write.OutputPaths, parallel: int,
                                          'key': key,
                                          'created': time.time()})
   _own(folder, launcher)
-  total = state_lib.count_lines(values.input_oss_file)
-  plan = state_lib.scan(values.input_oss_file,
+  if table:
+    # Before the plan: a run killed while it is made finds no plan, and
+    # starts fresh.
+    table.export(listing)
+  total = state_lib.count_lines(listing)
+  plan = state_lib.scan(listing,
                         state_lib.chunk_lines_for(total, parallel, batch))
   state_lib.write_json(folder.plan, plan.to_json())
   return Resumption(folder, plan, {}, fresh=reason, list_identity=key['list'])
@@ -295,7 +313,7 @@ def remove_state(folder: state_lib.StateFolder) -> None:
           pass
   if '://' in folder.root:
     return  # an object store's folder is only its objects' names
-  for sub in ('chunks', 'progress', ''):
+  for sub in ('chunks', 'progress', 'table', ''):
     try:
       os.rmdir(os.path.join(folder.root, sub))
     except OSError:

@@ -129,6 +129,10 @@ def read_summary(output: str) -> dict:
     raise UsageError(f'{path} lacks what a retry needs ({", ".join(missing)};'
                      ' written by an older ev-predict?); rerun the whole job')
   params = data['parameters']
+  if isinstance(params, dict) and params.get('input_table'):
+    raise UsageError(f'{output} is a table job\'s output; `ev-predict '
+                     'retry` reruns file-list jobs only: rerun the table '
+                     'job (its failed rows are in -Derror_table)')
   if not isinstance(params, dict) or not all(
       isinstance(k, str) and isinstance(v, str) for k, v in params.items()) \
       or 'input_oss_file' not in params:

@@ -232,8 +232,10 @@ class _Resolution:
           params[key] = value
     params.update((k, v) for k, v in given.items() if k not in params)
     params = {k: v for k, v in params.items() if v != ''}
+    # One problem per parameter: the template's (with its hint) first.
+    said = {e.split(' ', 1)[0] for e in self.errors}
     self.errors.extend(e for e in check_parameters(params)
-                       if not any(seen.startswith(e) for seen in self.errors))
+                       if e.split(' ', 1)[0] not in said)
     return params
 
   def _parameter_value(self, value, where: str) -> Optional[str]:

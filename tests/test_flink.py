@@ -329,6 +329,62 @@ def test_multilabel_job_on_flink(tmp_path, flink_cluster, monkeypatch):
   assert _leftovers(out.parent) == []
 
 
+def test_table_job_on_flink(tmp_path, flink_cluster, monkeypatch):
+  """A Parquet table in, Parquet tables out, on two TaskManagers: the same
+  tables DirectRunner writes, row by row, typed columns kept; every row in
+  exactly one of them (a missing image, an empty cell)."""
+  import pyarrow as pa  # pylint: disable=import-outside-toplevel
+  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from tests import models  # pylint: disable=import-outside-toplevel
+  monkeypatch.chdir(ROOT)
+  model = models.save_multilabel_model(str(tmp_path / 'model'), logits=True)
+  levels = [13, 77, 128, 230] * 10
+  urls = []
+  for i, level in enumerate(levels):
+    path = tmp_path / f'grey{i}.png'
+    Image.fromarray(np.full((24, 32, 3), level, np.uint8)).save(path)
+    urls.append(str(path))
+  urls[5] = str(tmp_path / 'gone.png')
+  urls[22] = None
+  pq.write_table(pa.table({
+      'id': pa.array(range(100, 140), pa.int64()),
+      'level': pa.array(levels, pa.int16()),
+      'path': pa.array(urls, pa.string())}), tmp_path / 'in.parquet',
+                 row_group_size=9)
+  common = [f'-Dmodel_path={model}', f'-Dinput_table={tmp_path / "in.parquet"}',
+            '-Dimage_col=path', '-Dreserved_columns=id,level',
+            '-Dmodel_type=multilabel_classifier', '-Dmax_error_ratio=1',
+            '-Dnum_worker=2', '-Dbatch_size=4']
+  direct = tmp_path / 'direct' / 'out.parquet'
+  launcher.run(common + [f'-Doutput_table={direct}'])
+  out = tmp_path / 'flink' / 'out.parquet'
+  try:
+    summary = launcher.run(common + [f'-Doutput_table={out}'] +
+                           flink_cluster.flags +
+                           ['--parallelism=2',
+                            '--default_sdk_harness_log_level=WARN'])
+  except Exception:
+    print(flink_cluster.logs())
+    raise
+  for name in ('out.parquet', 'out.errors.parquet'):
+    assert pq.read_table(out.parent / name).equals(
+        pq.read_table(direct.parent / name)), name
+  ok = pq.read_table(out)
+  assert ok.schema.field('level').type == pa.int16()
+  assert ok.column('id').to_pylist() == [100 + i for i in range(40)
+                                         if i not in (5, 22)]
+  expected = {13: [], 77: [0], 128: [0, 1], 230: [0, 1, 2, 3]}
+  for row in ok.to_pylist():
+    assert json.loads(row['result'])['classes'] == expected[row['level']]
+  bad = pq.read_table(out.parent / 'out.errors.parquet').to_pylist()
+  assert [(r['id'], r['error']) for r in bad] == [(105, 'not_found'),
+                                                  (122, 'bad_line')]
+  assert (summary['result_rows'], summary['error_rows']) == (38, 2)
+  assert sorted(os.listdir(out.parent)) == [
+      'out.errors.parquet', 'out.parquet', 'out.parquet.summary.json']
+
+
 def test_failed_job_resumes_where_it_stopped(tmp_path, model_dirs,
                                               http_server, flink_cluster,
                                               monkeypatch):

@@ -97,7 +97,8 @@ def test_every_problem_at_once_in_order():
       'num_worker': '0', 'pixel_scale': 'mean_std', 'pixel_mean': 'x',
       'pixel_std': '1'})
   assert errors == [
-      '-Dmodel_path is required', '-Doutput_oss_file is required',
+      '-Dmodel_path is required',
+      '-Doutput_oss_file (or -Doutput_table) is required',
       "-Dbatch_size must be an integer, not '1.5'",
       '-Dpixel_mean must be comma-separated numbers',
       '-Dmodel_type=detector is not supported; supported: classifier, multilabel_classifier',

@@ -13,8 +13,8 @@ from ev_predict.pipeline.commandline import UsageError
 from ev_predict.transforms import parallel
 from tests import models
 
-REQUIRED = ['-Dmodel_path is required', '-Dinput_oss_file is required',
-            '-Doutput_oss_file is required']
+REQUIRED = ['-Dmodel_path is required', '-Dinput_oss_file (or -Dinput_table) is required',
+            '-Doutput_oss_file (or -Doutput_table) is required']
 # Enough for the checks to pass the required ones; no file is read before
 # every parameter problem is reported.
 PATHS = ['-Dmodel_path=/nowhere/m', '-Dinput_oss_file=/nowhere/in.txt',

@@ -732,3 +732,90 @@ def test_results_in_input_order_with_one_and_two_workers(tmp_path, gated,
                     (out.parent / 'result.txt.errors').read_bytes()))
     _assert_in_order(urls, *outputs[-1], bad={1, 10, 12})
   assert outputs[0] == outputs[1]
+
+
+# ------------------------------------------------------------ 7. tables
+
+
+def _table_argv(model_dirs, table, out, *extra):
+  """A table job's command line: the list's, its list and output swapped
+  for the table's."""
+  return [a for a in _argv(model_dirs, 'unused', 'unused')
+          if not a.startswith(('-Dinput_oss_file=', '-Doutput_oss_file='))] + [
+              f'-Dinput_table={table}', f'-Doutput_table={out}',
+              '-Dimage_col=url', *extra]
+
+
+def test_a_table_job_resumes_and_knows_its_table(tmp_path, gated,
+                                                 model_dirs, caplog):
+  """A table job killed (kill -9) with 40 of 60 rows committed: the same
+  command resumes, fetching none of those 40 again, and writes the tables
+  an uninterrupted run writes; another -Dreserved_columns resumes too (it
+  changes no result, only what the tables carry); a rewritten table starts
+  fresh, saying why."""
+  import pyarrow as pa  # pylint: disable=import-outside-toplevel
+  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+  urls = _gated_list(gated, tmp_path / 'unused.txt')
+  table = tmp_path / 'in.parquet'
+  pq.write_table(pa.table({'key': pa.array(range(60), pa.int64()),
+                           'note': [f'n{i}' for i in range(60)],
+                           'url': urls}), table, row_group_size=16)
+  out = tmp_path / 'a' / 'out.parquet'
+  state = str(out) + '.ev-resume'
+  gated.gate.clear()
+  job = _Job(_table_argv(model_dirs, table, out, '-Dreserved_columns=key'),
+             tmp_path, 'stopped')
+  _wait(lambda: _committed(_markers_local(state)) >= 40, 150,
+        '40 rows to be committed', job)
+  job.proc.send_signal(signal.SIGKILL)
+  assert job.wait(30) == -signal.SIGKILL
+  assert _committed(_markers_local(state)) == 40
+  assert os.path.exists(os.path.join(state, 'table', 'list.jsonl'))
+  for folder in 'bc':
+    shutil.copytree(state, tmp_path / folder / 'out.parquet.ev-resume')
+  gated.gate.set()
+  reference = tmp_path / 'ref' / 'out.parquet'
+  launcher.run(_table_argv(model_dirs, table, reference,
+                           '-Dreserved_columns=key'))
+
+  def run(folder, *extra):
+    caplog.clear()
+    hits = _hits(gated, urls[:40])
+    summary = launcher.run(_table_argv(model_dirs, table,
+                                       tmp_path / folder / 'out.parquet',
+                                       *extra))
+    said = [r.getMessage() for r in caplog.records
+            if r.getMessage().startswith(('ev-predict: starting fresh',
+                                          'ev-predict: resuming'))]
+    assert sorted(os.listdir(tmp_path / folder)) == [
+        'out.errors.parquet', 'out.parquet', 'out.parquet.summary.json']
+    return summary, said, _hits(gated, urls[:40]) - hits
+
+  caplog.set_level(logging.WARNING, logger='ev_predict')
+  summary, said, refetched = run('a', '-Dreserved_columns=key')
+  assert said == ['ev-predict: resuming: 40 of 60 lines were committed by '
+                  'an earlier run; processing the other 20']
+  assert (summary['resumed_lines'], refetched) == (40, 0)
+  for name in ('out.parquet', 'out.errors.parquet'):
+    assert pq.read_table(tmp_path / 'a' / name).equals(
+        pq.read_table(reference.parent / name)), name
+  ok = pq.read_table(reference).to_pylist()
+  assert [r['key'] for r in ok] == [i for i in range(60) if i != 7]
+  assert pq.read_table(reference.parent / 'out.errors.parquet').to_pylist() \
+      == [{'key': 7, 'error': 'not_found',
+           'message': f'HTTP 404 for {urls[7]}'}]
+
+  summary, said, refetched = run('b', '-Dreserved_columns=note,key')
+  assert (summary['resumed_lines'], refetched) == (40, 0)
+  got = pq.read_table(tmp_path / 'b' / 'out.parquet')
+  assert got.schema.names == ['note', 'key', 'result']
+  assert got.column('result').to_pylist() == [r['result'] for r in ok]
+
+  # The table rewritten (the same rows): another table, a fresh start.
+  os.utime(table, (time.time() + 5, time.time() + 5))
+  summary, said, refetched = run('c', '-Dreserved_columns=key')
+  assert said == ['ev-predict: starting fresh: the input table changed '
+                  '(its files, sizes or times)']
+  assert (summary['resumed_lines'], refetched) == (0, 40)
+  assert pq.read_table(tmp_path / 'c' / 'out.parquet').equals(
+      pq.read_table(reference))

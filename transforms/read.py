@@ -40,6 +40,9 @@ def _parse_json_line(record: Record) -> Record:
     return record.fail(BAD_LINE, f'invalid JSON object line: {e}')
   if not isinstance(obj, dict):
     return record.fail(BAD_LINE, 'JSON line is not an object')
+  if obj.get('empty') is True and 'row' in obj:
+    # A table row whose image cell is null or blank (transforms/table.py).
+    return record.fail(BAD_LINE, 'the image cell is empty')
   if isinstance(obj.get('url'), str) and obj['url'].strip():
     return record.but(source=obj['url'].strip())
   if isinstance(obj.get('image'), str):

@@ -11,6 +11,8 @@ the result where each chunk's outcome is committed as soon as it is whole.
       progress/<worker>.json           live counts (transforms/progress.py)
       staging-<run>         exists while a run writes its staging files
       commit-<run>          exists while a run swaps the final files in
+      table/list.jsonl      a table job's list: a line per row (transforms/table.py)
+      table/lines*.tmp-<run>  its result and error lines, before the tables
 
 A chunk is a run of consecutive lines of the list; its files hold its lines in
 input order, so the result is the chunks' files concatenated in chunk order:
@@ -204,6 +206,16 @@ class StateFolder:
   @property
   def progress(self) -> str:
     return _join(self.root, 'progress')
+
+  @property
+  def table_list(self) -> str:
+    return _join(self.root, 'table', 'list.jsonl')
+
+  @property
+  def table_lines(self) -> str:
+    """Where a table job's result lines are staged (and its errors and
+    summary beside them, as write.OutputPaths names them)."""
+    return _join(self.root, 'table', 'lines')
 
   def journal(self, run_id: str) -> str:
     return _join(self.root, f'commit-{run_id}')

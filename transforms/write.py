@@ -504,9 +504,18 @@ def stage_outputs(paths: OutputPaths, plan: state_lib.ListPlan,
     _LOG.error('ev-predict: %d input lines but %d records (%d result and %d '
                'error lines; %s bytes staged, %s committed)', plan.total,
                summary['records'], lines[0], lines[1], staged, sizes)
-  with _create(paths.staging(paths.summary)) as f:
-    f.write(json.dumps(summary, indent=2, sort_keys=True).encode('utf-8'))
+  write_summary(paths.staging(paths.summary), summary)
   return summary
+
+
+def write_summary(path: str, summary: dict) -> None:
+  with _create(path) as f:
+    f.write(json.dumps(summary, indent=2, sort_keys=True).encode('utf-8'))
+
+
+def delete_file(path: str) -> None:
+  """Deletes one file of ours (a staged one); never a directory."""
+  _delete_file(path)
 
 
 def concatenate_in_order(sources: Sequence[str], target: str) -> None:

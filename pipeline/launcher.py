@@ -14,6 +14,7 @@ submission (pipeline/submit.py).
 Importing this module sets nothing and imports Beam but not TensorFlow
 (TensorFlow is imported when a job reads its model).
 """
+import _thread
 import contextlib
 import dataclasses
 import json
@@ -341,6 +342,7 @@ class _State:
   committed = False
   critical = 0
   pending: Optional[int] = None
+  dying = False      # an interrupt's clean-up runs (on its own thread)
 
 
 _state = _State()
@@ -348,12 +350,14 @@ _state = _State()
 
 @contextlib.contextmanager
 def _deferred_signals():
+  _wait_if_dying()
   _state.critical += 1
   try:
     yield
   finally:
     _state.critical -= 1
   if not _state.critical and _state.pending:
+    _ignore_signals()
     _interrupted(_state.pending)
 
 
@@ -372,14 +376,32 @@ def _on_signal(signum, _frame) -> None:
   if _state.critical:
     _state.pending = signum
     return
-  _interrupted(signum)
+  # Nothing here may take a lock: a signal lands between any two bytecodes
+  # of the main thread, which may hold one (seen: inside
+  # ThreadPoolExecutor.submit, whose module lock the clean-up's own pool
+  # then waited for forever). The clean-up runs on a thread of its own
+  # (started without threading's locks) while this one goes on and lets go
+  # of what it holds; it stops before any commit (_wait_if_dying).
+  _ignore_signals()
+  _state.dying = True
+  _thread.start_new_thread(_interrupted, (signum,))
+
+
+def _ignore_signals() -> None:
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, signal.SIG_IGN)
+
+
+def _wait_if_dying() -> None:
+  """The main thread, once an interrupt's clean-up runs: it must neither
+  commit nor report the job's end; the clean-up exits the process."""
+  while _state.dying:
+    time.sleep(1)
 
 
 def _interrupted(signum: int) -> None:
   """Stops the workers, removes this run's shards and staged files, says
   so in one line and exits 128 + signum, without Beam's tracebacks."""
-  for sig in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(sig, signal.SIG_IGN)
   # Beam's threads report the workers we stop with tracebacks: not news.
   threading.excepthook = lambda _args: None
   logging.disable(logging.CRITICAL)
@@ -403,7 +425,8 @@ def _committed_so_far() -> str:
   if r is None or '://' in r.folder.root:
     return ''  # no remote listing inside a signal handler
   try:
-    lines = sum(d.lines for d in state.committed(r.folder, r.plan).values())
+    lines = sum(d.lines for d in state.committed(r.folder, r.plan,
+                                                 threads=1).values())
   except Exception:  # pylint: disable=broad-except
     return ''
   return f' ({lines} of {r.plan.total} lines are committed)'
@@ -455,13 +478,17 @@ def launch(argv: List[str]) -> int:
     with _handling_signals():
       summary = run(argv, started_at=process_started_at())
   except UsageError as e:
+    _wait_if_dying()
     sys.stderr.write(f'ev-predict: error: {e}\n')
     return 2
   except Exception as e:  # pylint: disable=broad-except
+    # An interrupt's stopped workers fail the job here: not the news.
+    _wait_if_dying()
     # The one line below is the report; the traceback is for -v/debugging.
     _LOG.debug('ev-predict: job failed', exc_info=True)
     sys.stderr.write(f'ev-predict: job failed: {job_error(e)}\n')
     return 3
+  _wait_if_dying()
   print_summary(summary)
   if not summary['accounting_ok']:
     sys.stderr.write('ev-predict: error: records do not match input lines\n')

@@ -203,3 +203,43 @@ def test_real_worker_error_runs_once(tmp_path, oss_env, model_dirs):
           or '/chunks/' in k] == [], left
   assert {'once/res.txt.ev-resume/manifest.json',
           'once/res.txt.ev-resume/plan.json'} <= set(left), left
+
+
+_LOCKED = r'''
+import concurrent.futures.thread as pool_thread, signal, sys, time
+from ev_predict.pipeline import launcher
+from ev_predict.transforms import state
+folder = state.StateFolder(sys.argv[1])
+done = state.ChunkDone(index=0, attempt='a' * 12, lines=3, ok=3, errors=0,
+                       ok_bytes=6, error_bytes=0, outcomes={'ok': 3},
+                       backends={})
+state.write_json(folder.done_marker(0), done.to_json())
+with open(done.files(folder)[0], 'wb') as f:
+  f.write(b'a\nb\nc\n')
+launcher._state.resumption = type('R', (), {
+    'folder': folder, 'plan': state.ListPlan(3, (0, 10), (3,))})()
+# The main thread holds the lock a thread pool's submit() takes, as when a
+# signal lands inside submit(); the handler's clean-up must not need it.
+with pool_thread._global_shutdown_lock:
+  launcher._on_signal(signal.SIGINT, None)
+  time.sleep(30)
+'''
+
+
+def test_an_interrupt_inside_a_lock_the_clean_up_needs_still_exits(
+    tmp_path):
+  """Seen once in about ten Ctrl-Cs: the signal landed inside
+  ThreadPoolExecutor.submit, and the handler's own pool waited forever for
+  the lock the interrupted thread held (only SIGKILL ended it). The
+  clean-up now runs on a thread of its own and takes no pool."""
+  started = time.monotonic()
+  proc = subprocess.run([sys.executable, '-c', _LOCKED,
+                         str(tmp_path / 'res.txt.ev-resume')],
+                        capture_output=True, text=True, timeout=60,
+                        check=False)
+  assert proc.returncode == 130, proc.stderr[-2000:]
+  assert time.monotonic() - started < 20
+  assert proc.stderr.strip().endswith(
+      'ev-predict: interrupted by SIGINT; earlier output files left as they '
+      'were; rerun the same command to continue (3 of 3 lines are '
+      'committed) (-Dresume=false starts over)'), proc.stderr[-2000:]

@@ -330,6 +330,9 @@ def committed(folder: StateFolder, plan: ListPlan,
 
   if not markers:
     return {}
+  if threads <= 1:   # a signal handler's: no pool, no lock
+    found = [load(name) for name in markers]
+    return {d.index: d for d in found if d is not None}
   import concurrent.futures  # pylint: disable=import-outside-toplevel
   with concurrent.futures.ThreadPoolExecutor(
       min(threads, len(markers))) as pool:

@@ -156,9 +156,12 @@ def run(argv: List[str], started_at: Optional[float] = None) -> dict:
             'core(s)', job.run_id, job.spec.input_kind, job.spec.width,
             job.spec.height, job.workers, job.cores_per_worker)
   try:
-    resumption = resume.prepare(job.values, job.paths, job.workers,
-                                job.launcher, batch=job.batch_size,
-                                table=job.table)
+    resumption = resume.prepare(
+        job.values, job.paths, job.workers, job.launcher,
+        batch=job.batch_size, table=job.table,
+        resolved={'labels': list(job.labels or []),
+                  'thresholds': _jsonable(job.thresholds)
+                                if job.values.threshold_file else None})
   except table.TableError as e:
     raise UsageError(str(e)) from e
   _state.resumption = resumption
@@ -194,6 +197,12 @@ def run(argv: List[str], started_at: Optional[float] = None) -> dict:
       if not _state.committed:
         resume.release(resumption.folder, job.launcher)
   return _read_summary(job)
+
+
+def _jsonable(value):
+  if value is None or isinstance(value, (int, float)):
+    return value
+  return [float(v) for v in value]
 
 
 def _stage_tables(job, resumption, done, started_at: float,

@@ -66,7 +66,7 @@ class Resumption:
     return counts
 
 
-def job_key(values, batch: int, table=None) -> dict:
+def job_key(values, batch: int, table=None, resolved=None) -> dict:
   """What a run's results depend on, as text (compared field by field).
   The batch size is in it though -Dbatch_size is not a results parameter:
   an image's last bits depend on the batch it is classified in, and the
@@ -85,6 +85,9 @@ def job_key(values, batch: int, table=None) -> dict:
                                     'model_path')},
       'input_oss_file': values.input_oss_file,
       'model_path': values.model_path,
+      # What the label map and threshold file said when read: an edited
+      # file is another job though its name is the same.
+      'resolved': resolved or {},
   }
 
 
@@ -100,7 +103,7 @@ def _model_identity(path: str) -> List:
   base = path.rstrip('/')
   found = []
   for pattern in (f'{base}/saved_model.pb', f'{base}/variables/*',
-                  f'{base}/labels.txt'):
+                  f'{base}/labels.txt', f'{base}/assets/*'):
     try:
       found += FileSystems.match([pattern])[0].metadata_list
     except Exception:  # pylint: disable=broad-except
@@ -129,6 +132,13 @@ def differences(old: dict, new: dict) -> List[str]:
           if o.get('size') != n['size'] else ' (modified since)'))
   if not said and old.get('model') != new['model']:
     said.append('the model files changed')
+  old_resolved = old.get('resolved') or {}
+  for name, what in (('labels', 'the class names'),
+                     ('thresholds', 'the thresholds')):
+    if old_resolved.get(name) != (new.get('resolved') or {}).get(name):
+      said.append(f'{what} changed (-Dlabel_map_path, the model\'s '
+                  'labels.txt or -Dthreshold_file)' if name == 'labels' else
+                  f'{what} changed (-Dthreshold_file)')
   if old.get('batch') != new['batch']:
     said.append(f'the batch size changed ({old.get("batch")} -> '
                 f'{new["batch"]}; it changes the last bits of probabilities)')
@@ -140,12 +150,13 @@ def differences(old: dict, new: dict) -> List[str]:
 
 
 def prepare(values, paths: write.OutputPaths, parallel: int,
-            launcher: dict, batch: int = 1, table=None) -> Resumption:
+            launcher: dict, batch: int = 1, table=None,
+            resolved=None) -> Resumption:
   """Takes the job's state folder for this run: the earlier run's to
   continue, or a new one (the list scanned once, streamed). table: a table
   job's (transforms/table.py TableJob), whose list is made here, once."""
   folder = paths.folder
-  key = job_key(values, batch, table)
+  key = job_key(values, batch, table, resolved)
   listing = folder.table_list if table else values.input_oss_file
   reason = None
   _refuse_a_path_not_made_by_us(folder.root)

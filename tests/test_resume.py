@@ -614,6 +614,36 @@ def test_what_the_key_holds(tmp_path, gated, model_dirs, caplog):
   assert not (tmp_path / 'a' / 'result.txt.ev-resume').exists()
 
 
+def test_an_edited_label_map_starts_fresh(tmp_path, gated, model_dirs,
+                                          caplog):
+  """The label map (or a threshold file) keeps its name but not its
+  content: resuming would mix old names and new in one file."""
+  listing = tmp_path / 'list.txt'
+  urls = _gated_list(gated, listing)
+  labels = tmp_path / 'labels.txt'
+  labels.write_text('cat\ndog\nfish\nbird\n')
+  out = tmp_path / 'a' / 'result.txt'
+  _stopped_at_gate(gated, tmp_path, model_dirs, listing, out, 40,
+                   f'-Dlabel_map_path={labels}')
+  gated.gate.set()
+  labels.write_text('Katze\nHund\nFisch\nVogel\n')
+  caplog.set_level(logging.WARNING, logger='ev_predict')
+  summary = launcher.run(_argv(model_dirs, listing, out,
+                               f'-Dlabel_map_path={labels}'))
+  said = [r.getMessage() for r in caplog.records
+          if r.getMessage().startswith(('ev-predict: starting fresh',
+                                        'ev-predict: resuming'))]
+  assert said == ["ev-predict: starting fresh: the class names changed "
+                  "(-Dlabel_map_path, the model's labels.txt or "
+                  "-Dthreshold_file)"]
+  assert summary['resumed_lines'] == 0
+  names = {split_output_line(l)[1]['class_name']
+           for l in out.read_bytes().splitlines()}
+  assert names <= {'Katze', 'Hund', 'Fisch', 'Vogel'}, names
+  _assert_in_order(urls, out.read_bytes(),
+                   (out.parent / 'result.txt.errors').read_bytes(), bad={7})
+
+
 def _assert_in_order(urls, results, errors, bad):
   echo = lambda data: [split_output_line(l)[0].decode()
                        for l in data.splitlines()]

@@ -18,6 +18,7 @@ Texts are written with `backticks` for literals: docs/ shows them as code,
 """
 import dataclasses
 import difflib
+import math
 import re
 import sys
 import textwrap
@@ -69,12 +70,22 @@ class Parameter:
     """The typed value of a string as written; raises ParameterError."""
     text = str(text)
     if self.kind == INT or self.kind == FLOAT:
+      noun = 'an integer' if self.kind == INT else 'a number'
+      written = text.strip()
       try:
-        return int(text) if self.kind == INT else float(text)
+        # Python's own parsers take '1_0'; a command line means no such.
+        if '_' in written or (self.kind == INT and
+                              not re.fullmatch(r'[+-]?\d+', written)):
+          raise ValueError(written)
+        value = int(written) if self.kind == INT else float(written)
       except ValueError:
-        noun = 'an integer' if self.kind == INT else 'a number'
         raise ParameterError(
             f'-D{self.name} must be {noun}, not {text!r}') from None
+      if self.kind == FLOAT and not math.isfinite(value):
+        # NaN passes every bound (each comparison is false): refused here.
+        raise ParameterError(
+            f'-D{self.name} must be a finite number, not {text!r}')
+      return value
     if self.kind == BOOL:
       lowered = text.strip().lower()
       if lowered in _TRUE or lowered in _FALSE:
@@ -332,6 +343,7 @@ TABLE: Tuple[Parameter, ...] = (
     P('fetch_threads', INT, 'fetch', results=False, default=32, minimum=1,
       help='concurrent fetches per worker'),
     P('fetch_timeout', FLOAT, 'fetch', results=False, default=30.0, above=0,
+      maximum=86400,
       help='seconds per fetch attempt, all of it (connect, headers, whole '
       'body) before a retry',
       doc='seconds per attempt at an image, all of it: for http(s) '

@@ -84,6 +84,16 @@ def test_values_are_parsed_once_into_types():
     ('model_path', '', '-Dmodel_path is required'),
     ('model_pth', 'x', 'unknown parameter -Dmodel_pth (did you mean '
      'model_path?)'),
+    # NaN passes every bound; inf and huge timeouts overflow the clock.
+    ('threshold', 'nan', "-Dthreshold must be a finite number, not 'nan'"),
+    ('max_error_ratio', 'NaN', "-Dmax_error_ratio must be a finite number, "
+     "not 'NaN'"),
+    ('fetch_timeout', 'inf', "-Dfetch_timeout must be a finite number, not "
+     "'inf'"),
+    ('fetch_timeout', '1e308', "-Dfetch_timeout must be at most 86400, not "
+     "'1e308'"),
+    ('top_k', '1_0', "-Dtop_k must be an integer, not '1_0'"),
+    ('threshold', '0.5_0', "-Dthreshold must be a number, not '0.5_0'"),
 ])
 def test_one_message_per_problem(name, value, message):
   assert graph.check_parameters({**_GOOD, name: value}) == [message]

@@ -26,7 +26,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
   # pylint: disable=import-outside-toplevel
   from ev_predict.pipeline import logs
-  logs.setup(argv[1:] if argv[:1] == ['submit'] else argv)
+  from ev_predict.pipeline.commandline import UsageError
+  try:
+    logs.setup(argv[1:] if argv[:1] == ['submit'] else argv)
+  except UsageError as e:   # a pasted command that cannot be split
+    sys.stderr.write(f'ev-predict: error: {e}\n')
+    return 2
   from ev_predict.pipeline import launcher, submit
   if argv[:1] == ['submit']:
     # A job from a template: submit sets the environment for the command

@@ -10,6 +10,7 @@ Only the standard library and the parameter table: ``ev-predict --help``
 and the runtime environment (launcher.quiet_runtime_logs) need it before
 anything imports Beam.
 """
+import re
 import shlex
 from typing import Dict, List, Optional, Tuple
 
@@ -32,12 +33,26 @@ PAI_ONLY_FLAGS = {
 }
 
 
+# A command copied from a web page or a document: its quotes and spaces are
+# typographic. As ASCII they mean what the writer meant; left as they were
+# they would silently become part of a path.
+_TYPOGRAPHIC = str.maketrans({'\u201c': '"', '\u201d': '"', '\u201e': '"',
+                              '\u2018': "'", '\u2019': "'", '\u00a0': ' ',
+                              '\u202f': ' ', '\u2007': ' '})
+_DASHED = re.compile(r'(^|\s)[\u2010-\u2015\u2212](?=-?[A-Za-z])')
+
+
 def _unquote(value: str) -> str:
   value = value.strip()
   if value.endswith(';'):
     value = value[:-1].rstrip()
-  if len(value) >= 2 and value[0] == value[-1] and value[0] in '"\'':
+  if len(value) >= 2 and value[0] + value[-1] in ('""', "''", '\u201c\u201d',
+                                                  '\u2018\u2019'):
     value = value[1:-1]
+  if re.search('[\u00a0\u202f][\u2010-\u2015\u2212-]+[A-Za-z]', value):
+    raise UsageError(f'{value!r} holds a non-breaking space before another '
+                     'flag (a command copied from a document?); type it as a '
+                     'plain space')
   return value
 
 
@@ -56,8 +71,13 @@ def split_command_line(argv: List[str]) -> List[str]:
   argument is split as a shell would. Anything can be appended to the
   result (not to a pasted command)."""
   args = list(argv)
-  if len(args) == 1 and args[0].lstrip().startswith('pai '):
-    args = shlex.split(args[0])
+  if args and args[0].lstrip().startswith('pai '):
+    pasted = _DASHED.sub(r'\1-', args[0].translate(_TYPOGRAPHIC))
+    try:
+      args = shlex.split(pasted) + args[1:]
+    except ValueError as e:
+      raise UsageError(f'cannot split the pasted command ({e}): a quote '
+                       'is not closed, or it ends in a backslash') from None
   return args
 
 

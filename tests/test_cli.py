@@ -235,3 +235,40 @@ def test_gpu_required_becomes_accelerator_hint(tmp_path, model_dirs):
       b'type:nvidia-tesla-t4;count:2;install-nvidia-driver' for h in hints)
   job = graph.plan(launcher.make_options(argv[:-1]))
   assert job.accelerator is None
+
+
+@pytest.mark.parametrize('pasted, message', [
+    ("pai -name ev_predict_ext -Dmodel_path=m -Doutput_oss_file=it's.txt",
+     'cannot split the pasted command (No closing quotation): a quote is not '
+     'closed, or it ends in a backslash'),
+    ('pai -name ev_predict_ext -Dmodel_path=m \\',
+     'cannot split the pasted command (No escaped character): a quote is not '
+     'closed, or it ends in a backslash'),
+])
+def test_a_pasted_command_that_cannot_be_split_is_exit_2(pasted, message):
+  proc = _run_cli([pasted])
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr.strip().splitlines()[-1] == f'ev-predict: error: {message}'
+  assert 'Traceback' not in proc.stderr
+
+
+def test_a_command_copied_from_a_document():
+  """Typographic quotes and dashes, non-breaking spaces: what the writer
+  meant, never part of a path; a non-breaking space that joins two flags
+  into one argument is refused."""
+  params, _ = parse_command_line([
+      'pai -name ev_predict_ext -Dmodel_path=\u201c/m/x\u201d\u00a0'
+      '\u2013Dtop_k=2 -Dinput_oss_file=\u2018/l.txt\u2019 '
+      '-Doutput_oss_file=/o.txt'])
+  assert params == {'model_path': '/m/x', 'top_k': '2',
+                    'input_oss_file': '/l.txt', 'output_oss_file': '/o.txt'}
+  params, _ = parse_command_line(['-Dmodel_path=\u201c/m/x\u201d'])
+  assert params == {'model_path': '/m/x'}
+  with pytest.raises(UsageError, match='holds a non-breaking space before '
+                     'another flag'):
+    parse_command_line(['-Doutput_oss_file=/o.txt\u00a0-Dtop_k=2'])
+  # Extra flags after a pasted command are taken too.
+  params, beam = parse_command_line(['pai -name ev_predict_ext -Dtop_k=3',
+                                     '-Dbatch_size=4', '--runner=x'])
+  assert params == {'top_k': '3', 'batch_size': '4'}
+  assert beam == ['--runner=x']

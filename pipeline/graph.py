@@ -115,6 +115,9 @@ def _joint_problems(values, problems: Mapping[str, str]) -> List[str]:
           len(values.pixel_std) not in (1, 3) or 0 in values.pixel_std):
     errors.append('-Dpixel_scale=mean_std needs -Dpixel_mean and '
                   '-Dpixel_std with 1 or 3 values (std non-zero)')
+  if values.threshold_file and values.model_type != MULTILABEL:
+    errors.append('-Dthreshold_file is for -Dmodel_type=multilabel_classifier'
+                  f' (this job is {values.model_type})')
   errors += _table_problems(values, problems)
   try:
     allow = access.parse_allow_list(values.buckets)

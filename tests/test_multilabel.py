@@ -3,7 +3,9 @@ scores (a sigmoid for logits, never a softmax), thresholds, on real
 multi-label SavedModels compared with direct signature calls."""
 import json
 import logging
+import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -163,3 +165,43 @@ def test_a_softmax_model_under_multilabel_warns(tmp_path, model_dirs, caplog):
   assert 'sum to 1 like a softmax' in caplog.text
   body = split_output_line(results[0])[1]
   assert list(body) == KEYS and abs(sum(body['probs']) - 1) < 1e-3
+
+
+def test_hostile_threshold_and_label_files(tmp_path, multilabel_models):
+  """A FIFO (would block), /dev/zero (never ends), a file past the cap, a
+  non-UTF-8 one, a bad value: refused at once, naming the line; a label
+  with a form feed or U+2028 inside stays one name."""
+  fifo = tmp_path / 'fifo'
+  os.mkfifo(fifo)
+  huge = tmp_path / 'huge.txt'
+  with open(huge, 'wb') as f:
+    f.truncate(17 << 20)
+  (tmp_path / 'gbk.txt').write_bytes(b'Sketch 0.5\n\xb9\xb7 0.5\n')
+  (tmp_path / 'bad.txt').write_text('0.5\n0.5\n' + 'x' * 500 + '\n0.5\n')
+  (tmp_path / 'range.txt').write_text('0.5\nnan\n0.5\n0.5\n')
+  cases = [
+      (fifo, f'threshold file {fifo} is not a regular file'),
+      ('/dev/zero', 'threshold file /dev/zero is not a regular file'),
+      (huge, f'threshold file {huge} is 17825792 bytes; more than the 16 MiB'),
+      (tmp_path / 'gbk.txt', 'is not UTF-8 (byte 0xb9 on line 2); save it '
+       'as UTF-8'),
+      (tmp_path / 'bad.txt', f"{tmp_path / 'bad.txt'} line 3: '" + 'x' * 40 +
+       "' is not a number"),
+      (tmp_path / 'range.txt', f"{tmp_path / 'range.txt'} line 2: 'nan': a "
+       'threshold is in [0, 1]'),
+  ]
+  for path, message in cases:
+    with pytest.raises(ModelError, match=re.escape(message)):
+      load_thresholds(str(path), models.MULTILABELS, 0.5)
+  names = tmp_path / 'names.txt'
+  names.write_text('a\x0cb\nc\u2028d\ne\nf\n')
+  from ev_predict.transforms.inference import load_labels  # pylint: disable=import-outside-toplevel
+  assert load_labels('/none', str(names), 4) == ['a\x0cb', 'c\u2028d', 'e', 'f']
+  # The model's own labels.txt, unreadable: an error, not classes 0..3.
+  model = tmp_path / 'model'
+  shutil.copytree(multilabel_models['sigmoid'], model)
+  for name in ('labels.txt', 'assets/labels.txt'):
+    if (model / name).exists():
+      (model / name).write_bytes('猫\n狗\n鱼\n鸟\n'.encode('utf-16'))
+  with pytest.raises(ModelError, match='is not UTF-8'):
+    load_labels(str(model), None, 4)

@@ -8,6 +8,8 @@ for the common cases: uint8 [N,H,W,3] gets resized RGB pixels, float32
 """
 import dataclasses
 import logging
+import os
+import stat
 from typing import (Any, Callable, Dict, Iterable, List, Optional, Sequence,
                     Tuple)
 
@@ -79,6 +81,54 @@ def _read_bytes(path: str) -> bytes:
   with FileSystems.open(
       path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
     return f.read()
+
+
+# A label map or threshold file: a name a line, for at most a few hundred
+# thousand classes.
+_SMALL_FILE = 16 << 20
+
+
+def _read_small(path: str, what: str) -> str:
+  """A small text file of the user's, as text: only a regular file (a FIFO
+  would block, /dev/zero never end), at most _SMALL_FILE bytes, UTF-8."""
+  if '://' not in path or path.startswith('file://'):
+    local = path[len('file://'):] if path.startswith('file://') else path
+    try:
+      info = os.stat(local)
+    except OSError as e:
+      raise ModelError(f'cannot read {what} {path}: {type(e).__name__}') \
+          from e
+    if not stat.S_ISREG(info.st_mode):
+      raise ModelError(f'{what} {path} is not a regular file')
+    size = info.st_size
+  else:
+    found = FileSystems.match([path])[0].metadata_list
+    if not found:
+      raise ModelError(f'cannot read {what} {path}: not found')
+    size = found[0].size_in_bytes
+  if size > _SMALL_FILE:
+    raise ModelError(f'{what} {path} is {size} bytes; more than the '
+                     f'{_SMALL_FILE >> 20} MiB a {what} may hold')
+  try:
+    with FileSystems.open(
+        path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+      data = f.read(_SMALL_FILE + 1)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ModelError(f'cannot read {what} {path}: {type(e).__name__}') from e
+  if len(data) > _SMALL_FILE:
+    raise ModelError(f'{what} {path} grew past {_SMALL_FILE >> 20} MiB')
+  try:
+    return data.decode('utf-8-sig')
+  except UnicodeDecodeError as e:
+    line = data[:e.start].count(b'\n') + 1
+    raise ModelError(f'{what} {path} is not UTF-8 (byte 0x{data[e.start]:02x}'
+                     f' on line {line}); save it as UTF-8') from e
+
+
+def _lines(text: str) -> List[str]:
+  """Lines as a text editor shows them: split at newlines only (a name may
+  hold a form feed or U+2028, which str.splitlines would split at)."""
+  return [line.rstrip('\r') for line in text.split('\n')]
 
 
 def _join(base: str, name: str) -> str:
@@ -170,20 +220,21 @@ def load_labels(model_path: str, label_map_path: Optional[str],
   candidates = [label_map_path] if label_map_path else [
       _join(model_path, 'assets/labels.txt'), _join(model_path, 'labels.txt')]
   for path in candidates:
-    try:
-      text = _read_bytes(path).decode('utf-8-sig')
-    except Exception as e:  # pylint: disable=broad-except
-      if label_map_path:
-        raise ModelError(f'cannot read label map {path}: {type(e).__name__}') \
-            from e
+    # The model's own candidates are skipped only when they are not there:
+    # one that is there but unreadable is an error, not numbered classes.
+    if not label_map_path and not FileSystems.exists(path):
       continue
-    labels = [line.strip() for line in text.splitlines()]
+    text = _read_small(path, 'label map')
+    labels = [line.strip() for line in _lines(text)]
     while labels and not labels[-1]:
       labels.pop()
     if not labels or any(not name for name in labels):
       raise ModelError(f'{path}: empty label names (one name per line)')
     if len(set(labels)) != len(labels):
-      raise ModelError(f'{path}: duplicate class names')
+      seen = set()
+      twice = next(n for n in labels if n in seen or seen.add(n))
+      raise ModelError(f'{path}: duplicate class name {twice[:80]!r} (names '
+                       'are compared without surrounding spaces)')
     if num_classes is not None and len(labels) != num_classes:
       raise ModelError(
           f'{path} has {len(labels)} labels but the model outputs '
@@ -201,19 +252,22 @@ def load_thresholds(path: Optional[str], labels: Optional[List[str]],
   (in class order). Returns a float or a list with one per class."""
   if not path:
     return default
-  try:
-    text = _read_bytes(path).decode('utf-8-sig')
-  except Exception as e:  # pylint: disable=broad-except
-    raise ModelError(f'cannot read threshold file {path}: '
-                     f'{type(e).__name__}') from e
-  rows = [line.rsplit(None, 1) for line in text.splitlines() if line.strip()]
-  try:
-    values = [float(row[-1]) for row in rows]
-  except ValueError as e:
-    raise ModelError(f'{path}: a line is `name value` or `value` ({e})') \
-        from e
-  if any(not 0 <= v <= 1 for v in values):
-    raise ModelError(f'{path}: thresholds must be in [0, 1]')
+  text = _read_small(path, 'threshold file')
+  rows, values = [], []
+  for number, line in enumerate(_lines(text), 1):
+    if not line.strip():
+      continue
+    row = line.strip().rsplit(None, 1)
+    try:
+      value = float(row[-1])
+    except ValueError:
+      raise ModelError(f'{path} line {number}: {row[-1][:40]!r} is not a '
+                       'number (a line is `name value` or `value`)') from None
+    if not 0 <= value <= 1:   # NaN too
+      raise ModelError(f'{path} line {number}: {row[-1][:40]!r}: a '
+                       'threshold is in [0, 1]')
+    rows.append(row)
+    values.append(value)
   if labels is not None and len(values) != len(labels):
     raise ModelError(f'{path} has {len(values)} thresholds for '
                      f'{len(labels)} classes')

@@ -208,6 +208,7 @@ def _facts(summary: Mapping) -> str:
 
 def _classes(stats: Stats, multilabel: bool) -> str:
   what = 'label' if multilabel else 'class'
+  plural = 'labels' if multilabel else 'classes'
   if not stats.classes:
     return f'<p>No image got a {what}.</p>'
   top = stats.top_classes(TOP_CLASSES)
@@ -222,14 +223,14 @@ def _classes(stats: Stats, multilabel: bool) -> str:
       for name, n in top)
   if rest:
     rows += (f'<tr><td>({len(stats.classes) - len(top)} other '
-             f'{what}s)</td><td class="n">{rest:,}</td><td class="n">'
+             f'{plural})</td><td class="n">{rest:,}</td><td class="n">'
              f'{100 * rest / total:.1f} %</td><td></td></tr>')
   noun = 'images with the label' if multilabel else 'images'
   head = ('<tr><th>' + what + '</th><th class="n">' + noun +
           '</th><th class="n">share</th><th class="n">median top-1 score'
           '</th></tr>')
   return (f'<div class="chart">{_bars(labels, values, noun)}</div>'
-          f'<details open><summary>{len(stats.classes):,} {what}s</summary>'
+          f'<details open><summary>{len(stats.classes):,} {plural}</summary>'
           f'<table>{head}{rows}</table></details>')
 
 

@@ -257,3 +257,21 @@ def test_report_memory_and_size_are_flat_in_the_lines(tmp_path):
         f'{sizes[400_000] / 1024:.0f} KiB')
   assert peaks[400_000] - peaks[20_000] < 32 * MIB, peaks
   assert sizes[400_000] < 2 * MIB
+
+
+def test_the_timeline_is_bounded_and_drawn():
+  """However long the run, at most Timeline.MAX points, the first and the
+  last kept; the page draws them as throughput over the run."""
+  from ev_predict.pipeline.status import Timeline  # pylint: disable=import-outside-toplevel
+  from ev_predict.transforms import report, report_page  # pylint: disable=import-outside-toplevel
+  timeline = Timeline()
+  for second in range(100_000):
+    timeline.add(float(second), second * 3)
+  timeline.add(100_000.5, 300_001, last=True)
+  points = timeline.points
+  assert len(points) <= Timeline.MAX
+  assert points[0] == (0.0, 0) and points[-1] == (100_000.5, 300_001)
+  assert all(a[0] < b[0] and a[1] <= b[1] for a, b in zip(points, points[1:]))
+  page = report_page.render({'run_id': 'x', 'timeline': {
+      'points': [list(p) for p in points]}}, report.Stats(), 'out.txt')
+  assert 'Throughput over the run' in page and '<svg' in page

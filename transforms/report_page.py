@@ -143,7 +143,7 @@ def _throughput(points: Sequence[Sequence[float]]) -> Optional[str]:
                   for i in range(1, len(points))]
   fig, ax = plt.subplots(figsize=(8, 2.6))
   ax.plot(t, rate, color='#3c5ccf', label='lines/s')
-  ax.set_xlabel('seconds since the job started')
+  ax.set_xlabel('seconds into the run')
   ax.set_ylabel('lines/s')
   ax2 = ax.twinx()
   ax2.plot(t, done, color='#9aa3b5', linestyle='--', label='lines done')

@@ -32,9 +32,15 @@ setuptools.setup(
         'orjson>=3.10',
         # The launcher's live bar on a terminal (pipeline/status.py).
         'rich>=13',
+        # The run report's charts, drawn to inline SVG (transforms/
+        # report_page.py); imported only when a report is written.
+        'matplotlib>=3.8',
     ],
     extras_require={
-        'test': ['pytest>=8', 'pytest-timeout', 'scikit-learn'],
+        # websocket-client: the DevTools protocol of the headless Chromium
+        # the report is checked in (tests/browser.py).
+        'test': ['pytest>=8', 'pytest-timeout', 'scikit-learn',
+                 'websocket-client>=1.6'],
         # The benchmark's corpus is made from scikit-image's sample photos.
         'bench': ['scikit-image'],
     },

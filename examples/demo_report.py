@@ -5,7 +5,8 @@
 A result line is ``<input line>, <JSON>``; its ``class_name`` is compared with
 the label in the image's file name (``digit_07_label-seven.png``). The error
 file is ``<result>.errors``. Exits 1 when the result file is missing, holds no
-labelled line, or the accuracy is below --min-accuracy.
+labelled line, or the accuracy is below --min-accuracy; ends with the path of
+the run report the job wrote beside the result.
 """
 import argparse
 import json
@@ -73,6 +74,13 @@ def main(argv=None) -> int:
     return 1
   accuracy = correct / labelled
   print(f'== accuracy {accuracy:.2%} ({correct}/{labelled} correct)')
+  report = args.result + '.report.html'
+  if os.path.isfile(report):
+    # Written by the job itself (ev-predict report RESULT writes it again).
+    print(f'== run report: {os.path.abspath(report)} (open it in a browser)')
+  else:
+    print(f'error: no run report {report}', file=sys.stderr)
+    return 1
   if accuracy < args.min_accuracy:
     print(f'error: accuracy below {args.min_accuracy:.0%}', file=sys.stderr)
     return 1

@@ -37,6 +37,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     # A job from a template: submit sets the environment for the command
     # line it resolves.
     return submit.main(argv[1:])
+  if argv[:1] == ['report']:
+    # A finished job's run report, one HTML page.
+    from ev_predict.pipeline import report
+    return report.main(argv[1:])
   if argv[:1] == ['retry']:
     # A finished job's failed lines again, merged in place.
     from ev_predict.pipeline import retry
@@ -75,6 +79,7 @@ def _print_help(stream) -> None:
            '       ev-predict pai -name ev_predict_ext -Dkey=value ...',
            '       ev-predict submit --template NAME|FILE -Dkey=value ...',
            '                         [--set NAME=value] [--dry-run]',
+           '       ev-predict retry OUTPUT | report OUTPUT [--out FILE]',
            '       ev-predict --version | --help', '',
            *textwrap.wrap('Other --flags are Beam\'s (--runner, '
                           '--flink_master, ...). ev-predict submit --help: '

@@ -259,6 +259,7 @@ def _checked_paths(v, run_id: str,
     for path in table.files:
       check_output_paths(path, v.model_path, paths, '-Dinput_table',
                          _TABLE_NAMES)
+    _check_report_path(v, paths)
     for path in paths.targets:
       _check_writable(path)
     return paths
@@ -267,9 +268,19 @@ def _checked_paths(v, run_id: str,
       local_spelling(v.output_oss_file, 'output_oss_file'),
       local_spelling(v.error_oss_file, 'error_oss_file'), run_id)
   check_output_paths(v.input_oss_file, v.model_path, paths)
+  _check_report_path(v, paths)
   for path in paths.targets:
     _check_writable(path)
   return paths
+
+
+def _check_report_path(v, paths: OutputPaths) -> None:
+  """The report is written after the commit: a directory where it goes is
+  refused now, not found then."""
+  target = paths.result + '.report.html'
+  if v.report and _is_directory(target):
+    raise UsageError(f'{target} (the run report) is a directory; move it '
+                     'away or give -Dreport=false')
 
 
 def _inspect_model(v):

@@ -180,6 +180,7 @@ def run(argv: List[str], started_at: Optional[float] = None) -> dict:
       raise RuntimeError(f'{len(missing)} of {resumption.plan.chunks} chunks '
                          f'were not committed (first: chunk {missing[0]})')
     fields = graph.summary_fields(job, attempt, resumption.list_identity)
+    fields['timeline'] = monitor.timeline()
     if job.table:
       _stage_tables(job, resumption, done, started_at,
                     monitor.snapshot().first_at, fields)
@@ -196,7 +197,25 @@ def run(argv: List[str], started_at: Optional[float] = None) -> dict:
       write.remove_staged(job.paths)
       if not _state.committed:
         resume.release(resumption.folder, job.launcher)
-  return _read_summary(job)
+  summary = _read_summary(job)
+  if job.values.report:
+    summary['report_file'] = _write_report(job, summary)
+  return summary
+
+
+def _write_report(job, summary: dict) -> Optional[str]:
+  """The run report beside the result. The job is done and committed: a
+  report that cannot be written is a warning, never a failed job."""
+  from ev_predict.pipeline import report  # pylint: disable=import-outside-toplevel
+  try:
+    return report.write_report(job.paths.result, summary=summary)
+  except Exception as e:  # pylint: disable=broad-except
+    _LOG.debug('ev-predict: report failed', exc_info=True)
+    _LOG.warning('ev-predict: warning: the run report was not written '
+                 '(%s: %s); ev-predict report %s tries again',
+                 type(e).__name__, str(e).splitlines()[0] if str(e) else '',
+                 job.paths.result)
+    return None
 
 
 def _jsonable(value):
@@ -540,4 +559,6 @@ def print_summary(summary: Mapping, stream=None) -> None:
       f'{", ".join(summary.get("backends") or {}) or "none"}'
       f'{restarted}\n'
       f'ev-predict: results {summary["result_file"]}, '
-      f'errors {summary["error_file"]}\n')
+      f'errors {summary["error_file"]}'
+      f'{", report " + summary["report_file"] if summary.get("report_file") else ""}'
+      '\n')

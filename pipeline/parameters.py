@@ -270,6 +270,15 @@ TABLE: Tuple[Parameter, ...] = (
       'still a dict; `class` and `class_name` are unchanged. A line\'s size: '
       'about 0.4 KB at 10 classes, 3.7 KB at 100, 37 KB at 1000 (370 GB for '
       '10 M images); `-Dtop_k=5` makes it about 0.3 KB whatever the classes'),
+    P('report', BOOL, 'output', default=True, results=False,
+      help='write `<output>.report.html` when the job ends (`ev-predict '
+      'report` writes it for any finished job)',
+      doc='write the run report, one self-contained HTML page, beside the '
+      'result as `<output>.report.html` when the job ends: the summary, '
+      'class and confidence histograms, failures by kind with examples, '
+      'throughput over the run and thumbnails of the borderline images '
+      '(fetched as the job fetched). `ev-predict report OUTPUT` writes it '
+      'for any finished job'),
     P('error_oss_file', STR, 'output', results=False, help='error file',
       unset='`<output_oss_file>.errors`'),
     P('max_error_ratio', FLOAT, 'job', results=False, default=0.05, minimum=0, maximum=1,

@@ -301,7 +301,9 @@ def inner_argv(summary: dict, req: Request, folder: RetryFolder) -> List[str]:
                          'error_oss_file', 'retry_errors')}
   params.update(req.overrides)
   params.update(input_oss_file=folder.list, output_oss_file=folder.result,
-                error_oss_file=folder.errors)
+                error_oss_file=folder.errors,
+                # The report is of the merged files, written after them.
+                report='false')
   return [f'-D{k}={v}' for k, v in params.items()] + list(req.beam_args)
 
 
@@ -365,9 +367,25 @@ def run(req: Request) -> Optional[dict]:
     if not inner.get('accounting_ok') or inner['lines_read'] != selected:
       raise RuntimeError(f'the retry job read {inner["lines_read"]} of '
                          f'{selected} lines, or its files do not add up')
-    return _merge_and_commit(req, summary, folder, inner, who, started)
+    merged = _merge_and_commit(req, summary, folder, inner, who, started)
   finally:
     folder.remove()
+  if PARAMETERS['report'].parse(req.overrides.get(
+      'report', summary['parameters'].get('report', 'true'))):
+    merged['report_file'] = _write_report(req.output, merged)
+  return merged
+
+
+def _write_report(output: str, summary: dict) -> Optional[str]:
+  """The merged files' run report; a failure is a warning (the retry is
+  committed)."""
+  from ev_predict.pipeline import report  # pylint: disable=import-outside-toplevel
+  try:
+    return report.write_report(output, summary=summary)
+  except Exception as e:  # pylint: disable=broad-except
+    _LOG.warning('ev-predict: warning: the run report was not written (%s); '
+                 'ev-predict report %s tries again', type(e).__name__, output)
+    return None
 
 
 def _merge_and_commit(req, summary, folder, inner, who, started) -> dict:

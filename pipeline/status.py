@@ -64,6 +64,28 @@ def workers_phase(phases: Dict[str, str]) -> Optional[str]:
                    for text, n in tally)
 
 
+class Timeline:
+  """(seconds, lines done) samples, at most MAX of them however long the
+  run: when full, every other one goes and the spacing doubles."""
+  MAX = 240
+
+  def __init__(self, spacing: float = 1.0):
+    self.points: list = []
+    self._spacing = spacing
+
+  def add(self, t: float, done: int, last: bool = False) -> None:
+    if self.points and not last and t - self.points[-1][0] < self._spacing:
+      return
+    if self.points and last and t - self.points[-1][0] < self._spacing:
+      self.points[-1] = (round(t, 2), done)   # the end, in place of the last
+      return
+    self.points.append((round(t, 2), done))
+    if len(self.points) > self.MAX:
+      self.points = self.points[::2] + ([self.points[-1]]
+                                        if len(self.points) % 2 == 0 else [])
+      self._spacing *= 2
+
+
 class Monitor:
   """A context manager: the live view while the job runs.
 
@@ -110,10 +132,12 @@ class Monitor:
     self._bar = None
     self._task = None
     self._drawn = None
+    self._timeline = Timeline()
 
   # -- the interface -------------------------------------------------------
   def __enter__(self) -> 'Monitor':
     self._entered_at = self._clock()
+    self._started_wall = self._wall()
     self._next_line = self._entered_at + self.interval
     self._last_shown = (self._done(), {})
     if self.tty:
@@ -148,6 +172,12 @@ class Monitor:
     with self._lock:
       return self._snap
 
+  def timeline(self) -> dict:
+    """Lines done over this run's time, for the run report."""
+    with self._lock:
+      return {'started': self._started_wall,
+              'points': [list(p) for p in self._timeline.points]}
+
   # -- the thread ----------------------------------------------------------
   def _run(self) -> None:
     while not self._stop.wait(self.poll):
@@ -163,15 +193,17 @@ class Monitor:
         if self._closed:
           return
         if snap is not None:
-          self._update(snap)
+          self._update(snap, final)
         self._render(final)
     except Exception:  # pylint: disable=broad-except
       # A closed stream, a rich failure: the job goes on without a view.
       pass
 
-  def _update(self, snap: Snapshot) -> None:
+  def _update(self, snap: Snapshot, final: bool = False) -> None:
     self._snap = snap
     now = self._clock()
+    self._timeline.add(now - self._entered_at, self.resumed + snap.done,
+                       last=final)
     if snap.first_at is not None:
       # The workers' wall time of their first record, as the launcher's
       # clock; clamped, since a cluster's clocks may differ a little.

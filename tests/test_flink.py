@@ -382,7 +382,8 @@ def test_table_job_on_flink(tmp_path, flink_cluster, monkeypatch):
                                                   (122, 'bad_line')]
   assert (summary['result_rows'], summary['error_rows']) == (38, 2)
   assert sorted(os.listdir(out.parent)) == [
-      'out.errors.parquet', 'out.parquet', 'out.parquet.summary.json']
+      'out.errors.parquet', 'out.parquet', 'out.parquet.report.html',
+      'out.parquet.summary.json']
 
 
 def test_failed_job_resumes_where_it_stopped(tmp_path, model_dirs,

@@ -165,7 +165,8 @@ def test_killed_launcher_workers_exit_and_next_run_takes_over(
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'ev-predict: starting fresh: the file list changed' in proc.stderr
   assert sorted(os.listdir(out.parent)) == [
-      'res.txt', 'res.txt.errors', 'res.txt.summary.json']
+      'res.txt', 'res.txt.errors', 'res.txt.report.html',
+      'res.txt.summary.json']
   assert out.read_text().startswith(img + ',  {"class"')
 
 

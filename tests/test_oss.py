@@ -129,7 +129,7 @@ def test_everything_on_oss_equals_local(tmp_path, oss_env, model_dirs):
   assert server.requests.count(op='UploadPartCopy') >= 2
   assert [k for k in server.keys('out') if k.startswith('run1/')] == [
       'run1/result.txt', 'run1/result.txt.errors',
-      'run1/result.txt.summary.json']
+      'run1/result.txt.report.html', 'run1/result.txt.summary.json']
   assert not server.uploads('out')
   # The model was copied once into the private cache and reused.
   cache = os.environ['EV_PREDICT_CACHE']

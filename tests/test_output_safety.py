@@ -221,7 +221,8 @@ def test_failed_commit_restores_all_three_old_files(tmp_path, oss_env,
   argv = _job(tmp_path, model_dirs) + [
       f'-Doutput_oss_file={out}', f'-DossHost={server.endpoint}']
   assert _main(argv, capsys)[0] == 0
-  keys = ['c/res.txt', 'c/res.txt.errors', 'c/res.txt.summary.json']
+  keys = ['c/res.txt', 'c/res.txt.errors', 'c/res.txt.report.html',
+          'c/res.txt.summary.json']
   old = [server.get('out', k) for k in keys]
   argv = _job(tmp_path, model_dirs, n=5, name='list2.txt') + argv[3:]
   server.requests.clear()

@@ -163,7 +163,8 @@ def test_spark_matches_direct_runner(tmp_path, model_dirs, http_server,
     assert summary['resumed_lines'] == 0
   # Nothing beside the three files: no staging file, no resume state.
   assert sorted(os.listdir(tmp_path / 'spark')) == [
-      'result.txt', 'result.txt.errors', 'result.txt.summary.json']
+      'result.txt', 'result.txt.errors', 'result.txt.report.html',
+      'result.txt.summary.json']
 
   # It ran on the cluster: one new finished application, with one executor
   # (1 core) on each worker, and each executor ran bundles on its SDK worker.

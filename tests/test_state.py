@@ -151,7 +151,8 @@ def test_an_empty_list_is_a_warning_and_empty_outputs(tmp_path, model_dirs):
   summary = json.loads((tmp_path / 'out' / 'res.txt.summary.json').read_text())
   assert summary['lines_read'] == 0 and summary['accounting_ok']
   assert sorted(os.listdir(tmp_path / 'out')) == [
-      'res.txt', 'res.txt.errors', 'res.txt.summary.json']
+      'res.txt', 'res.txt.errors', 'res.txt.report.html',
+      'res.txt.summary.json']
 
 
 def test_an_empty_list_is_an_error_when_not_allowed(tmp_path, model_dirs):

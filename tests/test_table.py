@@ -221,7 +221,8 @@ def test_a_parquet_table_job_row_by_row(tmp_path, model_dirs):
   assert summary['result_bytes'] == out.stat().st_size
   assert summary['parameters']['input_table'] == str(tmp_path / 'in.parquet')
   assert sorted(os.listdir(out.parent)) == [
-      'scored.errors.parquet', 'scored.parquet', 'scored.parquet.summary.json']
+      'scored.errors.parquet', 'scored.parquet', 'scored.parquet.report.html',
+      'scored.parquet.summary.json']
 
 
 def test_csv_and_json_lines_tables_and_image_bytes(tmp_path, model_dirs):
@@ -309,7 +310,7 @@ def test_tables_on_oss(tmp_path, model_dirs, oss_env):
   assert summary['accounting_ok']
   assert sorted(k for k in server.keys('data') if k.startswith('scored/')) == [
       'scored/out.errors.parquet', 'scored/out.parquet',
-      'scored/out.parquet.summary.json']
+      'scored/out.parquet.report.html', 'scored/out.parquet.summary.json']
 
 
 def _main(argv, capsys):

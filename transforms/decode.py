@@ -77,7 +77,23 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
 
 def decode_image(data: bytes, config: DecodeConfig) -> np.ndarray:
   """Encoded image -> uint8 array [height, width, 3] at config.size."""
-  img = open_image(data, config.max_pixels)
+  rgb = decode_rgb(data, config.max_pixels,
+                   tuple(config.size) if config.draft else None)
+  try:
+    if rgb.size != tuple(config.size):
+      rgb = rgb.resize(config.size, Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
+  except MemoryError as e:
+    raise DecodeError(rec.TOO_LARGE, 'out of memory while decoding') from e
+  except Exception as e:  # pylint: disable=broad-except
+    raise DecodeError(rec.DECODE, _failure('decode failed', e)) from e
+
+
+def decode_rgb(data: bytes, max_pixels: int,
+               draft: Optional[Tuple[int, int]] = None) -> Image.Image:
+  """Encoded image -> 8-bit RGB, upright, at its own size; a JPEG decoded
+  at the smallest DCT scale that keeps at least draft (width, height)."""
+  img = open_image(data, max_pixels)
   fmt = img.format            # a transposed copy has none
   try:
     if fmt == 'JPEG':
@@ -86,8 +102,8 @@ def decode_image(data: bytes, config: DecodeConfig) -> np.ndarray:
       orientation = _orientation(img)
       # CMYK/YCCK (both open as CMYK) convert to RGB multiplicatively: a draft
       # averages C and K before that product and shifts colours.
-      if config.draft and img.mode != 'CMYK':
-        w, h = config.size
+      if draft and img.mode != 'CMYK':
+        w, h = draft
         if orientation in _TRANSPOSED:
           w, h = h, w
         # draft keeps at least the requested size, so resizing still reduces.
@@ -104,12 +120,8 @@ def decode_image(data: bytes, config: DecodeConfig) -> np.ndarray:
     if orientation not in (None, 1):
       img = _apply_orientation(img, orientation)
     if fmt == 'GIF' and img.mode in ('P', 'L') and 'transparency' in img.info:
-      rgb = _gif_to_rgb(img)
-    else:
-      rgb = to_rgb(img)
-    if rgb.size != tuple(config.size):
-      rgb = rgb.resize(config.size, Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
+      return _gif_to_rgb(img)
+    return to_rgb(img)
   except DecodeError:
     raise
   except Image.DecompressionBombError as e:

@@ -1,0 +1,277 @@
+"""The run report (issue #14): one self-contained HTML page per job, opened
+in a real headless Chromium: no console error, no request leaves the page,
+every picture loads, and the numbers in the DOM are the summary's and the
+files'."""
+import collections
+import json
+import os
+import pathlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from ev_predict.pipeline import cli, launcher
+from ev_predict.transforms import format as fmt
+from tests import models
+from tests.browser import Browser
+from tests.conftest import write_image
+from tests.helpers import read_lines, split_output_line
+from tests.test_memory import MIB, peak_rss
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# CI keeps build/ as its artefacts folder.
+SCREENSHOT = ROOT / 'build' / 'report-screenshot.png'
+HOSTILE = '<img src=x onerror=alert(1)>'
+
+# What the page says, as the browser sees it.
+_READ_DOM = """(() => ({
+  fields: Array.from(document.querySelectorAll('[data-field]')).map(
+      e => [e.dataset.field, e.dataset.value, e.textContent]),
+  classes: Object.fromEntries(Array.from(document.querySelectorAll(
+      '[data-class-count]')).map(e => [e.dataset.classCount,
+                                       e.textContent])),
+  kinds: Object.fromEntries(Array.from(document.querySelectorAll(
+      '[data-kind-count]')).map(e => [e.dataset.kindCount, e.textContent])),
+  images: Array.from(document.images).map(
+      i => [i.complete, i.naturalWidth, i.src.slice(0, 23)]),
+  scripts: document.querySelectorAll('script').length,
+  handlers: document.querySelectorAll('[onerror],[onload]').length,
+  missing: Array.from(document.querySelectorAll('figure .none')).map(
+      e => e.textContent),
+  text: document.body.innerText,
+}))()"""
+
+
+def _job(tmp_path, lines, model, *extra, name='job'):
+  listing = tmp_path / f'{name}.txt'
+  listing.write_text(''.join(l + '\n' for l in lines))
+  out = tmp_path / name / 'result.txt'
+  summary = launcher.run([f'-Dmodel_path={model}', f'-Dinput_oss_file={listing}',
+                          f'-Doutput_oss_file={out}', '-Dmax_error_ratio=1',
+                          *extra])
+  return out, summary
+
+
+def _lookup(summary, key):
+  value = summary
+  for part in key.split('.', 1) if key.split('.', 1)[0] in (
+      'failed_by_kind', 'backends') else [key]:
+    value = value[part]
+  return value
+
+
+def _open(page):
+  with Browser() as browser:
+    browser.open(page.as_uri())
+    dom = browser.evaluate(_READ_DOM)
+    return dom, browser.problems(), browser
+
+
+def _check_fields(dom, summary):
+  seen = set()
+  for key, value, text in dom['fields']:
+    want = _lookup(summary, key)
+    got = value if isinstance(want, str) else json.loads(value)
+    assert got == want, (key, got, want)
+    if isinstance(want, (int, float)) and not isinstance(want, bool):
+      assert float(text.replace(',', '')) == pytest.approx(want, abs=5e-4), \
+          (key, text)
+    seen.add(key)
+  for key in ('lines_read', 'succeeded', 'failed', 'wall_seconds',
+              'processing_seconds', 'images_per_second', 'accounting_ok'):
+    assert key in seen, key
+  for kind in summary['failed_by_kind']:
+    assert f'failed_by_kind.{kind}' in seen, kind
+
+
+def test_a_jobs_report_in_a_real_browser(tmp_path, model_dirs):
+  """A real job's own report (written beside its result): it loads with no
+  console error and no request, every thumbnail is a loaded picture, the
+  numbers are the summary's (and the classes those of the result file), a
+  hostile file name is text, and the page is a screenshot in build/."""
+  images = [write_image(tmp_path / f'p{i}.png', 40 + i, size=(48, 36))
+            for i in range(30)]
+  hostile = write_image(tmp_path / f'{HOSTILE}.png', 7, size=(30, 30))
+  (tmp_path / 'broken.png').write_bytes(b'not an image')
+  lines = [hostile] + images + [str(tmp_path / f'{HOSTILE}gone.png'),
+                                str(tmp_path / 'broken.png')]
+  out, summary = _job(tmp_path, lines, model_dirs['uint8'], '-Dbatch_size=4')
+  page = pathlib.Path(f'{out}.report.html')
+  assert summary['report_file'] == str(page)
+  assert page.stat().st_size < 3 * MIB
+  with Browser() as browser:
+    browser.open(page.as_uri())
+    dom = browser.evaluate(_READ_DOM)
+    assert browser.problems() == []
+    browser.screenshot(str(SCREENSHOT))
+  on_disk = json.loads(pathlib.Path(f'{out}.summary.json').read_text())
+  _check_fields(dom, on_disk)
+  classes = collections.Counter(split_output_line(l)[1]['class_name']
+                                for l in read_lines(out))
+  assert {k: int(v.replace(',', '')) for k, v in dom['classes'].items()} == \
+      dict(classes)
+  assert {k: int(v) for k, v in dom['kinds'].items()} == \
+      summary['failed_by_kind'] == {'not_found': 1, 'decode': 1}
+  # 24 borderline images and 4 per class shown: every one a loaded JPEG.
+  assert len(dom['images']) == 24 + 4 * len(classes)
+  assert all(ok and width > 0 and src == 'data:image/jpeg;base64,'
+             for ok, width, src in dom['images']), dom['images']
+  assert dom['missing'] == []
+  assert (dom['scripts'], dom['handlers']) == (0, 0)
+  assert HOSTILE in dom['text']
+  assert f'{HOSTILE}gone.png' in dom['text'] and 'no such file' in dom['text']
+
+
+def test_the_report_command_and_a_thumbnail_that_cannot_be_had(
+    tmp_path, model_dirs, capsys):
+  """`ev-predict report OUTPUT --out FILE` for a finished job: an image
+  removed since shows why it is missing; --thumbnails 0 fetches nothing;
+  -Dreport=false writes none; a directory where the report goes is exit 2
+  before any work."""
+  images = [write_image(tmp_path / f'q{i}.png', 90 + i) for i in range(6)]
+  out, summary = _job(tmp_path, images, model_dirs['uint8'], '-Dreport=false')
+  assert 'report_file' not in summary or summary['report_file'] is None
+  assert not os.path.exists(f'{out}.report.html')
+  os.remove(images[2])
+  target = tmp_path / 'elsewhere' / 'r.html'
+  assert cli.main(['report', str(out), '--out', str(target)]) == 0
+  assert capsys.readouterr().err.endswith(f'ev-predict: report {target}\n')
+  dom, problems, _ = _open(target)
+  assert problems == []
+  assert any(m.startswith('not_found: no such file') for m in dom['missing'])
+  assert all(ok and width > 0 for ok, width, _ in dom['images'])
+  assert cli.main(['report', str(out), '--out', str(target),
+                   '--thumbnails', '0']) == 0
+  dom, problems, _ = _open(target)
+  assert (problems, dom['images']) == ([], [])
+  assert set(dom['missing']) == {'thumbnails off'}
+  # Refusals: one line, exit 2.
+  capsys.readouterr()
+  assert cli.main(['report', str(tmp_path / 'nothing.txt')]) == 2
+  assert 'OUTPUT must be the result file' in capsys.readouterr().err
+  assert cli.main(['report', str(out), '--out', str(tmp_path)]) == 2
+  assert 'is a directory' in capsys.readouterr().err
+  (tmp_path / 'job2').mkdir()
+  os.mkdir(tmp_path / 'job2' / 'result.txt.report.html')
+  listing = tmp_path / 'job.txt'
+  code = cli.main([f'-Dmodel_path={model_dirs["uint8"]}',
+                   f'-Dinput_oss_file={listing}',
+                   f'-Doutput_oss_file={tmp_path / "job2" / "result.txt"}'])
+  assert code == 2
+  assert '(the run report) is a directory' in capsys.readouterr().err
+  assert os.listdir(tmp_path / 'job2') == ['result.txt.report.html']
+
+
+def test_a_multilabel_report(tmp_path):
+  """Label frequency, labels per image and co-occurrence, as the result
+  file has them."""
+  model = models.save_multilabel_model(str(tmp_path / 'model'))
+  lines = []
+  for i, level in enumerate([13, 77, 128, 230] * 4):
+    Image.fromarray(np.full((24, 32, 3), level, np.uint8)).save(
+        tmp_path / f'g{i}.png')
+    lines.append(str(tmp_path / f'g{i}.png'))
+  out, _ = _job(tmp_path, lines, model, '-Dmodel_type=multilabel_classifier')
+  dom, problems, _ = _open(pathlib.Path(f'{out}.report.html'))
+  assert problems == []
+  labels = collections.Counter(n for l in read_lines(out)
+                               for n in split_output_line(l)[1]['class_names'])
+  assert {k: int(v) for k, v in dom['classes'].items()} == dict(labels)
+  assert 'Labels per image and co-occurrence' in dom['text']
+  assert all(ok and width > 0 for ok, width, _ in dom['images'])
+
+
+def test_a_table_jobs_report(tmp_path, model_dirs):
+  images = [write_image(tmp_path / f't{i}.png', 200 + i) for i in range(8)]
+  pq.write_table(pa.table({'id': pa.array(range(8), pa.int64()),
+                           'url': images}), tmp_path / 'in.parquet')
+  out = tmp_path / 'o' / 'out.parquet'
+  launcher.run([f'-Dmodel_path={model_dirs["uint8"]}',
+                f'-Dinput_table={tmp_path / "in.parquet"}', '-Dimage_col=url',
+                '-Dreserved_columns=id,url', f'-Doutput_table={out}'])
+  dom, problems, _ = _open(pathlib.Path(f'{out}.report.html'))
+  assert problems == []
+  classes = collections.Counter(
+      json.loads(r)['class_name'] for r in
+      pq.read_table(out).column('result').to_pylist())
+  assert {k: int(v) for k, v in dom['classes'].items()} == dict(classes)
+  assert dom['images'] and all(ok and w > 0 for ok, w, _ in dom['images'])
+  assert 'id=0' in dom['text']
+
+
+def test_report_on_oss(tmp_path, model_dirs, oss_env):
+  """A job on oss:// writes its report there; thumbnails come through the
+  OSS file system."""
+  server = oss_env
+  for i in range(5):
+    path = write_image(tmp_path / f'o{i}.png', 400 + i)
+    with open(path, 'rb') as f:
+      server.put('data', f'img/{i}.png', f.read())
+  server.put('data', 'list.txt', ''.join(
+      f'oss://data/img/{i}.png\n' for i in range(5)).encode())
+  launcher.run([f'-Dmodel_path={model_dirs["uint8"]}',
+                '-Dinput_oss_file=oss://data/list.txt',
+                '-Doutput_oss_file=oss://data/out/result.txt',
+                f'-DossHost={server.endpoint}'])
+  page = tmp_path / 'report.html'
+  page.write_bytes(server.get('data', 'out/result.txt.report.html'))
+  dom, problems, _ = _open(page)
+  assert problems == []
+  assert len(dom['images']) == 5 + 4 * len(dom['classes'])
+  assert all(ok and w > 0 for ok, w, _ in dom['images'])
+
+
+@pytest.mark.timeout(900)
+def test_report_memory_and_size_are_flat_in_the_lines(tmp_path):
+  """20k and 400k result lines of a 100-class model: the report's peak
+  memory grows by little and its page stays well under a few MB."""
+  labels = [f'class_{i:03d}' for i in range(100)]
+  formatter = fmt.Formatter(labels)
+  rng = np.random.default_rng(0)
+  sizes = {}
+  peaks = {}
+  for n in (20_000, 400_000):
+    out = tmp_path / f'r{n}' / 'result.txt'
+    out.parent.mkdir()
+    with open(out, 'wb') as f:
+      for start in range(0, n, 10_000):
+        logits = rng.normal(0, 2, (10_000, 100)).astype(np.float32)
+        probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        f.write(''.join(
+            f'/images/{start + i:08d}.jpg{fmt.SEPARATOR.decode()}'
+            f'{formatter.result(probs[i])}\n'
+            for i in range(min(10_000, n - start))).encode())
+    pathlib.Path(f'{out}.errors').write_bytes(
+        b'/images/gone.jpg,  {"error": "not_found", "message": "gone"}\n')
+    pathlib.Path(f'{out}.summary.json').write_text(json.dumps({
+        'lines_read': n + 1, 'succeeded': n, 'failed': 1,
+        'failed_by_kind': {'not_found': 1}, 'parameters': {},
+        'error_file': f'{out}.errors'}))
+    peaks[n] = peak_rss(['report', str(out), '--thumbnails', '0'])
+    sizes[n] = pathlib.Path(f'{out}.report.html').stat().st_size
+  print(f'report: peak RSS {peaks[20_000] / MIB:.0f} -> '
+        f'{peaks[400_000] / MIB:.0f} MiB, page {sizes[20_000] / 1024:.0f} -> '
+        f'{sizes[400_000] / 1024:.0f} KiB')
+  assert peaks[400_000] - peaks[20_000] < 32 * MIB, peaks
+  assert sizes[400_000] < 2 * MIB
+
+
+def test_the_timeline_is_bounded_and_drawn():
+  """However long the run, at most Timeline.MAX points, the first and the
+  last kept; the page draws them as throughput over the run."""
+  from ev_predict.pipeline.status import Timeline  # pylint: disable=import-outside-toplevel
+  from ev_predict.transforms import report, report_page  # pylint: disable=import-outside-toplevel
+  timeline = Timeline()
+  for second in range(100_000):
+    timeline.add(float(second), second * 3)
+  timeline.add(100_000.5, 300_001, last=True)
+  points = timeline.points
+  assert len(points) <= Timeline.MAX
+  assert points[0] == (0.0, 0) and points[-1] == (100_000.5, 300_001)
+  assert all(a[0] < b[0] and a[1] <= b[1] for a, b in zip(points, points[1:]))
+  page = report_page.render({'run_id': 'x', 'timeline': {
+      'points': [list(p) for p in points]}}, report.Stats(), 'out.txt')
+  assert 'Throughput over the run' in page and '<svg' in page

@@ -1,0 +1,289 @@
+"""What a run report shows, gathered from a finished job's files in one
+streaming pass: memory is bounded by the classes and the examples kept,
+never by the lines (transforms/report_page.py draws it).
+
+A job's outcomes arrive as items: a result or an error, its label (the
+input line as given, or a table row's reserved columns), where its image is
+(for thumbnails) and the JSON body of its line.
+"""
+import base64
+import concurrent.futures
+import dataclasses
+import heapq
+import io
+import itertools
+import json
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+
+import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from ev_predict.transforms import decode, merge, read
+from ev_predict.transforms.fetch import FetchConfig, Fetcher
+from ev_predict.transforms.record import Record
+
+BINS = 20            # the confidence histogram's bars over [0, 1]
+_FINE = 1000         # per-class histograms: medians to within 0.001
+_LABEL = 300         # characters of a label shown
+_KEEP = 4 << 20      # bytes of a line kept for a thumbnail (base64 lines)
+
+
+@dataclasses.dataclass
+class Item:
+  ok: bool
+  label: str                    # what the page shows for it
+  image: Optional[bytes]        # the input line (or cell) naming its image
+  body: dict
+
+
+@dataclasses.dataclass
+class Example:
+  label: str
+  image: Optional[bytes]
+  detail: str                   # class and confidence, or the error message
+  score: float = 0.0
+
+
+@dataclasses.dataclass
+class Stats:
+  """Counts, histograms and a bounded number of examples."""
+  lowest: int = 24              # borderline images kept
+  per_class: int = 4            # examples kept per class
+  per_kind: int = 5             # examples kept per error kind
+  threshold: float = 0.5        # multi-label: the margin is to this
+
+  def __post_init__(self):
+    self.results = self.errors = 0
+    self.multilabel = False
+    self.classes: Dict[str, int] = {}          # name -> count (top-1)
+    self.order: List[str] = []                 # class names, first seen
+    self.fine: Dict[str, np.ndarray] = {}      # name -> _FINE-bin counts
+    self.confidence = np.zeros(BINS, np.int64)
+    self.examples: Dict[str, List[Example]] = {}
+    self.kinds: Dict[str, int] = {}
+    self.failures: Dict[str, List[Example]] = {}
+    self.pairs: Dict[Tuple[str, str], int] = {}   # multi-label co-occurrence
+    self.label_sets: Dict[int, int] = {}          # labels per image -> images
+    self._borderline: List[tuple] = []            # a max-heap by -score
+    self._seq = itertools.count()
+
+  # -- adding ------------------------------------------------------------
+  def add(self, item: Item) -> None:
+    if item.ok:
+      self._add_result(item)
+    else:
+      self._add_error(item)
+
+  def _add_result(self, item: Item) -> None:
+    body = item.body
+    self.results += 1
+    if 'probs' in body and 'classes' in body:
+      self.multilabel = True
+      names = [str(n) for n in body.get('class_names') or []]
+      probs = [float(p) for p in body.get('probs') or []]
+      top = max(probs) if probs else 0.0
+      margin = min((abs(p - self.threshold) for p in probs), default=1.0)
+      self.label_sets[len(names)] = self.label_sets.get(len(names), 0) + 1
+      for name in names:
+        self._count(name, top, item)
+      for a, b in itertools.combinations(sorted(set(names)), 2):
+        self.pairs[(a, b)] = self.pairs.get((a, b), 0) + 1
+      detail = ', '.join(names) or 'no label'
+      self._keep_borderline(margin, item, f'{detail} (closest score '
+                                          f'{_closest(probs, self.threshold)})')
+    else:
+      name = str(body.get('class_name', body.get('class')))
+      scores = (body.get('class_probs') or {}).values()
+      top = float(max(scores)) if scores else 0.0
+      self._count(name, top, item)
+      self._keep_borderline(top, item, f'{name} {top:.3f}')
+    self.confidence[min(BINS - 1, max(0, int(top * BINS)))] += 1
+
+  def _count(self, name: str, top: float, item: Item) -> None:
+    if name not in self.classes:
+      self.classes[name] = 0
+      self.order.append(name)
+      self.fine[name] = np.zeros(_FINE, np.int64)
+      self.examples[name] = []
+    self.classes[name] += 1
+    self.fine[name][min(_FINE - 1, max(0, int(top * _FINE)))] += 1
+    kept = self.examples[name]
+    if len(kept) < self.per_class:
+      kept.append(Example(item.label, _kept(item.image), f'{name} {top:.3f}',
+                          top))
+
+  def _keep_borderline(self, score: float, item: Item, detail: str) -> None:
+    # A max-heap of the lowest scores: its root is the highest kept.
+    if self.lowest <= 0:
+      return
+    if len(self._borderline) >= self.lowest and \
+        -score <= self._borderline[0][0]:
+      return
+    entry = (-score, next(self._seq), item.label, _kept(item.image), detail)
+    if len(self._borderline) < self.lowest:
+      heapq.heappush(self._borderline, entry)
+    else:
+      heapq.heapreplace(self._borderline, entry)
+
+  def _add_error(self, item: Item) -> None:
+    kind = str(item.body.get('error', 'unknown'))
+    self.errors += 1
+    self.kinds[kind] = self.kinds.get(kind, 0) + 1
+    kept = self.failures.setdefault(kind, [])
+    if len(kept) < self.per_kind:
+      kept.append(Example(item.label, None,
+                          str(item.body.get('message', ''))[:_LABEL]))
+
+  # -- reading -----------------------------------------------------------
+  def top_classes(self, n: int) -> List[Tuple[str, int]]:
+    """The n commonest classes (ties: first seen first)."""
+    rank = {name: i for i, name in enumerate(self.order)}
+    return sorted(self.classes.items(),
+                  key=lambda kv: (-kv[1], rank[kv[0]]))[:n]
+
+  def median(self, name: str) -> float:
+    """A class's median top-1 score, to within 1/_FINE."""
+    counts = self.fine[name]
+    half = (counts.sum() + 1) / 2
+    return (int(np.searchsorted(np.cumsum(counts), half)) + 0.5) / _FINE
+
+  def borderline(self) -> List[Example]:
+    """The kept images, lowest score (or smallest margin) first (the same
+    objects each call: thumbnails are looked up by them)."""
+    if getattr(self, '_sorted', None) is None:
+      self._sorted = [Example(label, image, detail, -neg)
+                      for neg, _, label, image, detail in
+                      sorted(self._borderline, key=lambda e: (-e[0], e[1]))]
+    return self._sorted
+
+  def top_pairs(self, labels: List[str]) -> np.ndarray:
+    """Co-occurrence counts among labels (the diagonal: each label's)."""
+    m = np.zeros((len(labels), len(labels)), np.int64)
+    for i, a in enumerate(labels):
+      m[i, i] = self.classes.get(a, 0)
+      for j in range(i + 1, len(labels)):
+        b = labels[j]
+        m[i, j] = m[j, i] = self.pairs.get(tuple(sorted((a, b))), 0)
+    return m
+
+
+def _closest(probs, threshold) -> str:
+  if not probs:
+    return '-'
+  return f'{min(probs, key=lambda p: abs(p - threshold)):.3f}'
+
+
+def _kept(image: Optional[bytes]) -> Optional[bytes]:
+  return image if image is not None and len(image) <= _KEEP else None
+
+
+# ------------------------------------------------------------ the files
+
+
+def _open(path: str):
+  return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def line_items(path: str, ok: bool) -> Iterator[Item]:
+  """A result or error file's lines as items (a line that does not parse
+  is an item of kind `unreadable`: counted, never a crash)."""
+  f = _open(path)
+  try:
+    for raw in f:
+      line = raw.rstrip(b'\r\n')
+      if not line.strip():
+        continue
+      try:
+        value, part = merge.split_output_line(line)
+        body = json.loads(part.decode('utf-8'))
+        if not isinstance(body, dict):
+          raise ValueError('not an object')
+      except (ValueError, UnicodeDecodeError):
+        yield Item(False, _label(line), None,
+                   {'error': 'unreadable', 'message': 'a line of '
+                    f'{path} that is not <input>,  <json>'})
+        continue
+      yield Item(ok and 'error' not in body, _label(value), value, body)
+  finally:
+    f.close()
+
+
+def table_items(path: str, ok: bool, result_column: str,
+                image_col: Optional[str], label_columns: List[str]
+                ) -> Iterator[Item]:
+  """A table job's output (or error) table as items, a batch at a time."""
+  from ev_predict.transforms import table  # pylint: disable=import-outside-toplevel
+  for batch in table.batches(path):
+    rows = batch.to_pylist()
+    for row in rows:
+      label = ', '.join(f'{c}={row.get(c)}' for c in label_columns) or '-'
+      image = row.get(image_col) if image_col else None
+      if isinstance(image, str):
+        image = image.encode('utf-8', 'surrogateescape')
+      if ok:
+        try:
+          body = json.loads(row.get(result_column) or '')
+        except ValueError:
+          body = {'error': 'unreadable', 'message': 'a result cell that is '
+                  'not JSON'}
+      else:
+        body = {'error': row.get('error'), 'message': row.get('message')}
+      yield Item(ok and 'error' not in body, label[:_LABEL], image, body)
+
+
+def _label(value: bytes) -> str:
+  text = value.decode('utf-8', 'replace')
+  return text if len(text) <= _LABEL else text[:_LABEL] + '…'
+
+
+def gather(items: Iterable[Item], stats: Stats) -> Stats:
+  for item in items:
+    stats.add(item)
+  return stats
+
+
+# ------------------------------------------------------------ thumbnails
+
+
+@dataclasses.dataclass(frozen=True)
+class Thumbnail:
+  uri: Optional[str]            # data:image/jpeg;base64,... when it worked
+  reason: str = ''              # why not, in one line
+
+
+def make_thumbnails(images: List[Optional[bytes]], config: FetchConfig,
+                    max_pixels: int, image_type: str = 'url',
+                    size: int = 112, threads: int = 8) -> List[Thumbnail]:
+  """Each image line (or cell) -> a small JPEG, fetched through the job's
+  own access policy and caps; one that cannot be had says why."""
+  fetcher = Fetcher(config)
+
+  def one(image: Optional[bytes]) -> Thumbnail:
+    if image is None:
+      return Thumbnail(None, 'no image reference kept for this line')
+    record = read.parse_line(image, image_type)
+    if record is None or not record.ok:
+      return Thumbnail(None, record.message if record else 'blank line')
+    if record.data is None:
+      record = fetcher(record)
+      if not record.ok:
+        return Thumbnail(None, f'{record.error}: {record.message}')
+    return _thumbnail(record, max_pixels, size)
+
+  with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
+    return list(pool.map(one, images))
+
+
+def _thumbnail(record: Record, max_pixels: int, size: int) -> Thumbnail:
+  try:
+    img = decode.decode_rgb(record.data, max_pixels, (size, size))
+    img.thumbnail((size, size))
+    out = io.BytesIO()
+    img.save(out, 'JPEG', quality=72)
+  except decode.DecodeError as e:
+    return Thumbnail(None, f'{e.kind}: {e}')
+  except Exception as e:  # pylint: disable=broad-except
+    return Thumbnail(None, f'decode: {type(e).__name__}')
+  return Thumbnail('data:image/jpeg;base64,' +
+                   base64.b64encode(out.getvalue()).decode('ascii'))

@@ -490,9 +490,11 @@ def help_text(width: Optional[int] = None) -> str:
     lines.append(f'  {name}:')
     for p in group(name):
       shown = plain(p.shown_default)
-      extra = '' if p.required else \
+      extra = '' if p.required or p.unless else \
           f' [default: {shown}]' if shown else ''
-      mark = '(required) ' if p.required else ''
+      mark = '(required) ' if p.required or p.unless else ''
+      if p.unless:
+        extra = f' (or -D{p.unless})'
       line = f'    -D{p.name:<{column}}{mark}{plain(p.help)}{extra}'
       lines.extend(textwrap.wrap(
           line, width, subsequent_indent=' ' * (6 + column),

@@ -86,9 +86,10 @@ def test_refused_keys_never_reach_the_server(tmp_path, oss_env, model_dirs):
     server.put('data', key, image)
   lines = [f'oss://data/{k}' for k in keys] + ['oss://out/x.jpg']
   server.put('out', 'x.jpg', image)
+  # No report: its thumbnails are requests of their own (counted below).
   results, errors, summary = run_job(
       tmp_path, lines, model_dirs['uint8'], ossHost=server.endpoint,
-      buckets='oss://data/img/')
+      buckets='oss://data/img/', report='false')
   assert [split_output_line(l)[0] for l in results] == [b'oss://data/img/x.jpg']
   kinds = {split_output_line(l)[0].decode(): split_output_line(l)[1]['error']
            for l in errors}

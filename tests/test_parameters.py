@@ -170,7 +170,7 @@ def test_help_lists_every_parameter():
   for p in TABLE:
     line = next(l for l in text.splitlines() if l.split()[:1] == [f'-D{p.name}'])
     assert parameters.plain(p.help) in line
-    if p.required:
+    if p.required or p.unless:
       assert line.split()[1] == '(required)' and '[default' not in line
     elif p.default is not None:
       assert line.endswith(f'[default: {p.text(p.default)}]')

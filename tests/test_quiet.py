@@ -349,6 +349,7 @@ def test_help_says_what_is_required_shows_examples_and_exit_codes():
   required = sorted(l.split()[0] for l in lines
                     if len(l.split()) > 1 and l.split()[1] == '(required)')
   assert required == ['-Dinput_oss_file', '-Dmodel_path', '-Doutput_oss_file']
+  assert '(or -Dinput_table)' in proc.stdout
   text = proc.stdout
   examples = text.split('examples:\n')[1].split('\n\n')[0]
   commands = [c for c in examples.replace('\\\n', ' ').splitlines()

@@ -13,6 +13,7 @@ import heapq
 import io
 import itertools
 import json
+import threading
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -254,10 +255,13 @@ class Thumbnail:
 
 def make_thumbnails(images: List[Optional[bytes]], config: FetchConfig,
                     max_pixels: int, image_type: str = 'url',
-                    size: int = 112, threads: int = 8) -> List[Thumbnail]:
+                    size: int = 112, threads: int = 4) -> List[Thumbnail]:
   """Each image line (or cell) -> a small JPEG, fetched through the job's
   own access policy and caps; one that cannot be had says why."""
   fetcher = Fetcher(config)
+  # Fetches overlap; decodes take turns: a 48-Mpixel PNG is 137 MiB
+  # decoded (no DCT scaling for it), and the report runs in the launcher.
+  decoding = threading.Semaphore(1)
 
   def one(image: Optional[bytes]) -> Thumbnail:
     if image is None:
@@ -269,14 +273,27 @@ def make_thumbnails(images: List[Optional[bytes]], config: FetchConfig,
       record = fetcher(record)
       if not record.ok:
         return Thumbnail(None, f'{record.error}: {record.message}')
-    return _thumbnail(record, max_pixels, size)
+    with decoding:
+      return _thumbnail(record, max_pixels, size)
 
   with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
     return list(pool.map(one, images))
 
 
+# Beyond this many pixels only a JPEG is pictured (its DCT scaling decodes
+# it small); another format would be decoded whole in the launcher.
+THUMBNAIL_PIXELS = 24_000_000
+
+
 def _thumbnail(record: Record, max_pixels: int, size: int) -> Thumbnail:
   try:
+    header = decode.open_image(record.data, max_pixels)
+    pixels = header.size[0] * header.size[1]
+    if header.format != 'JPEG' and pixels > THUMBNAIL_PIXELS:
+      return Thumbnail(None, f'too_large: {header.size[0]}x{header.size[1]} '
+                       f'{header.format}: no thumbnail over '
+                       f'{THUMBNAIL_PIXELS // 1_000_000} Mpixel but of a JPEG')
+    del header
     img = decode.decode_rgb(record.data, max_pixels, (size, size))
     img.thumbnail((size, size))
     out = io.BytesIO()

@@ -124,9 +124,27 @@ def write_report(output: str, out: Optional[str] = None,
   return target
 
 
+_OURS = b'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+_TITLE = b'<title>ev-predict report: '
+
+
 def _refuse_a_directory(target: str) -> None:
+  """Only a report of ours is ever replaced: a directory, or a file that
+  is not an ev-predict report (the job's result, a list), is exit 2."""
   if ('://' not in target and os.path.isdir(target)) or target.endswith('/'):
     raise UsageError(f'{target} is a directory; the report is a file')
+  try:
+    exists = FileSystems.exists(target)
+  except Exception:  # pylint: disable=broad-except
+    exists = False
+  if exists:
+    with FileSystems.open(
+        target, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+      head = f.read(4096)
+    if not (head.startswith(_OURS) and _TITLE in head):
+      raise UsageError(f'{target} exists and is not an ev-predict report; '
+                       'ev-predict replaces only its own files: give another '
+                       '--out')
   if '://' in target:
     try:
       if storage.for_path(target).has_children(target):

@@ -154,6 +154,14 @@ def test_the_report_command_and_a_thumbnail_that_cannot_be_had(
   assert 'OUTPUT must be the result file' in capsys.readouterr().err
   assert cli.main(['report', str(out), '--out', str(tmp_path)]) == 2
   assert 'is a directory' in capsys.readouterr().err
+  # Only a report of ours is replaced: never the job's own files.
+  for own in (out, pathlib.Path(f'{out}.errors'),
+              pathlib.Path(f'{out}.summary.json')):
+    before = own.read_bytes()
+    assert cli.main(['report', str(out), '--out', str(own)]) == 2
+    assert 'exists and is not an ev-predict report' in \
+        capsys.readouterr().err
+    assert own.read_bytes() == before
   (tmp_path / 'job2').mkdir()
   os.mkdir(tmp_path / 'job2' / 'result.txt.report.html')
   listing = tmp_path / 'job.txt'

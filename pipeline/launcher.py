@@ -199,23 +199,9 @@ def run(argv: List[str], started_at: Optional[float] = None) -> dict:
         resume.release(resumption.folder, job.launcher)
   summary = _read_summary(job)
   if job.values.report:
-    summary['report_file'] = _write_report(job, summary)
+    from ev_predict.pipeline import report  # pylint: disable=import-outside-toplevel
+    summary['report_file'] = report.write_beside(job.paths.result, summary)
   return summary
-
-
-def _write_report(job, summary: dict) -> Optional[str]:
-  """The run report beside the result. The job is done and committed: a
-  report that cannot be written is a warning, never a failed job."""
-  from ev_predict.pipeline import report  # pylint: disable=import-outside-toplevel
-  try:
-    return report.write_report(job.paths.result, summary=summary)
-  except Exception as e:  # pylint: disable=broad-except
-    _LOG.debug('ev-predict: report failed', exc_info=True)
-    _LOG.warning('ev-predict: warning: the run report was not written '
-                 '(%s: %s); ev-predict report %s tries again',
-                 type(e).__name__, str(e).splitlines()[0] if str(e) else '',
-                 job.paths.result)
-    return None
 
 
 def _jsonable(value):

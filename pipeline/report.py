@@ -128,6 +128,20 @@ _OURS = b'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
 _TITLE = b'<title>ev-predict report: '
 
 
+def write_beside(output: str, summary: Mapping) -> Optional[str]:
+  """The report of a committed job (or retry) beside its result: a report
+  that cannot be written is a warning, never a failed job."""
+  try:
+    return write_report(output, summary=summary)
+  except Exception as e:  # pylint: disable=broad-except
+    _LOG.debug('ev-predict: report failed', exc_info=True)
+    _LOG.warning('ev-predict: warning: the run report was not written '
+                 '(%s: %s); ev-predict report %s tries again',
+                 type(e).__name__, str(e).splitlines()[0] if str(e) else '',
+                 output)
+    return None
+
+
 def _refuse_a_directory(target: str) -> None:
   """Only a report of ours is ever replaced: a directory, or a file that
   is not an ev-predict report (the job's result, a list), is exit 2."""

@@ -372,20 +372,9 @@ def run(req: Request) -> Optional[dict]:
     folder.remove()
   if PARAMETERS['report'].parse(req.overrides.get(
       'report', summary['parameters'].get('report', 'true'))):
-    merged['report_file'] = _write_report(req.output, merged)
+    from ev_predict.pipeline import report  # pylint: disable=import-outside-toplevel
+    merged['report_file'] = report.write_beside(req.output, merged)
   return merged
-
-
-def _write_report(output: str, summary: dict) -> Optional[str]:
-  """The merged files' run report; a failure is a warning (the retry is
-  committed)."""
-  from ev_predict.pipeline import report  # pylint: disable=import-outside-toplevel
-  try:
-    return report.write_report(output, summary=summary)
-  except Exception as e:  # pylint: disable=broad-except
-    _LOG.warning('ev-predict: warning: the run report was not written (%s); '
-                 'ev-predict report %s tries again', type(e).__name__, output)
-    return None
 
 
 def _merge_and_commit(req, summary, folder, inner, who, started) -> dict:

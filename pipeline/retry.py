@@ -24,6 +24,7 @@ import dataclasses
 import json
 import logging
 import os
+import posixpath
 import sys
 import time
 import uuid
@@ -69,6 +70,7 @@ class Request:
   kinds: Sequence[str]           # error kinds to run again
   overrides: Dict[str, str]      # -D parameters for the retry's job
   beam_args: List[str]
+  errors: Optional[str] = None   # the job's error file, named by the user
 
 
 def parse_args(argv: Sequence[str]) -> Request:
@@ -79,8 +81,12 @@ def parse_args(argv: Sequence[str]) -> Request:
   output, rest = args[0], args[1:]
   params, beam_args = parse_command_line(rest)
   problems = []
+  # An error file not beside OUTPUT is replaced only when the user names
+  # it: a summary's word (a file anyone with the folder can edit) is not
+  # enough for ev-predict to replace a file elsewhere.
+  errors = params.pop('error_oss_file', None)
   for name in params:
-    if name in ('input_oss_file', 'output_oss_file', 'error_oss_file'):
+    if name in ('input_oss_file', 'output_oss_file'):
       problems.append(f'-D{name} cannot be given to a retry: it reads the '
                       'job\'s list and replaces the job\'s own files')
     elif PARAMETERS[name].group in _FIXED_GROUPS:
@@ -90,7 +96,8 @@ def parse_args(argv: Sequence[str]) -> Request:
     raise UsageError('; '.join(problems))
   kinds = _kinds(params.pop('retry_errors', None))
   return Request(output=graph.local_spelling(output, 'output_oss_file'),
-                 kinds=kinds, overrides=params, beam_args=beam_args)
+                 kinds=kinds, overrides=params, beam_args=beam_args,
+                 errors=errors)
 
 
 def _kinds(text: Optional[str]) -> Sequence[str]:
@@ -110,8 +117,13 @@ def _kinds(text: Optional[str]) -> Sequence[str]:
 # ------------------------------------------------------------ the job's files
 
 
-def read_summary(output: str) -> dict:
-  """The job's summary, checked to be ours and of this output."""
+def _folder(path: str) -> str:
+  return posixpath.dirname(graph.canonical_path(path))
+
+
+def read_summary(output: str, errors: Optional[str] = None) -> dict:
+  """The job's summary, checked to be ours and of this output (and its
+  error file beside it, or the one the user named)."""
   path = output + '.summary.json'
   if not FileSystems.exists(path):
     raise UsageError(f'{path} not found: OUTPUT must be the result file '
@@ -141,6 +153,18 @@ def read_summary(output: str) -> dict:
       graph.canonical_path(output):
     raise UsageError(f'{path} is the summary of {data["result_file"]}, not '
                      f'of {output}')
+  named = data['error_file']
+  if not isinstance(named, str):
+    raise UsageError(f'{path}: "error_file" is not a path')
+  if errors is not None:
+    if graph.canonical_path(errors) != graph.canonical_path(named):
+      raise UsageError(f'-Derror_oss_file={errors}, but the job\'s error '
+                       f'file is {named}')
+  elif graph.canonical_path(named) != graph.canonical_path(output + '.errors') \
+      and _folder(named) != _folder(output):
+    raise UsageError(f'{path} names the error file {named}, which is not '
+                     f'beside {output}; a retry replaces it: if it is the '
+                     f'job\'s, confirm with -Derror_oss_file={named}')
   if data['accounting_ok'] is not True:
     raise UsageError(f'the job\'s files do not account for every line of '
                      f'its list ({path}: accounting_ok false); rerun the '
@@ -337,7 +361,7 @@ def run(req: Request) -> Optional[dict]:
   """The retry; returns the new summary, None when nothing was selected.
   Raises UsageError when it refuses (nothing changed)."""
   started = time.time()
-  summary = read_summary(req.output)
+  summary = read_summary(req.output, req.errors)
   check_files(summary)
   result, errors = summary['result_file'], summary['error_file']
   listing = summary['parameters']['input_oss_file']

@@ -283,3 +283,117 @@ def test_the_timeline_is_bounded_and_drawn():
   page = report_page.render({'run_id': 'x', 'timeline': {
       'points': [list(p) for p in points]}}, report.Stats(), 'out.txt')
   assert 'Throughput over the run' in page and '<svg' in page
+
+
+def _edited_copy(tmp_path, out, name, result=None, errors=None, **fields):
+  """A copy of a job's files with one thing edited, as a hand (or an
+  attacker with write access to the output's folder) might."""
+  folder = tmp_path / name
+  folder.mkdir()
+  copy = folder / 'result.txt'
+  copy.write_bytes(out.read_bytes() if result is None else result)
+  pathlib.Path(f'{copy}.errors').write_bytes(
+      pathlib.Path(f'{out}.errors').read_bytes() if errors is None else errors)
+  summary = json.loads(pathlib.Path(f'{out}.summary.json').read_text())
+  summary.update(result_file=str(copy), error_file=f'{copy}.errors')
+  summary.update(fields)
+  pathlib.Path(f'{copy}.summary.json').write_text(json.dumps(summary))
+  return copy
+
+
+def test_the_report_command_trusts_nothing_it_reads(tmp_path, model_dirs,
+                                                   capsys):
+  """A summary and result file on disk may be hand-edited or hostile: the
+  report reads only OUTPUT's siblings (a secret named as the error file
+  never reaches the page), never opens a FIFO, counts a wrongly shaped
+  result line as unreadable, refuses a summary of the wrong shape (exit 2)
+  and keeps its memory bounded by what it shows."""
+  from ev_predict.pipeline import report as cmd  # pylint: disable=import-outside-toplevel
+  from ev_predict.transforms import report  # pylint: disable=import-outside-toplevel
+  images = [write_image(tmp_path / f'h{i}.png', 30 + i) for i in range(3)]
+  out, _ = _job(tmp_path, images + [str(tmp_path / 'gone.png')],
+                model_dirs['uint8'], '-Dreport=false')
+  secret = tmp_path / 'private.txt'
+  secret.write_text('root:x:0:0:TOPSECRET\n' * 3)
+
+  def report_of(copy, *args):
+    capsys.readouterr()
+    code = cli.main(['report', str(copy), '--thumbnails', '0', *args])
+    return code, capsys.readouterr().err
+
+  # 1. The error file must be beside OUTPUT, or named by the user.
+  copy = _edited_copy(tmp_path, out, 'secret', error_file=str(secret))
+  code, err = report_of(copy)
+  assert code == 2 and 'not beside' in err and '--errors' in err, err
+  assert not os.path.exists(f'{copy}.report.html')
+  code, err = report_of(copy, '--errors', f'{copy}.errors')
+  assert code == 0, err
+  page = pathlib.Path(f'{copy}.report.html').read_text()
+  assert 'TOPSECRET' not in page and 'gone.png' in page
+  # 2. FIFOs: as --out, as the job's own report path, as an input.
+  fifo = tmp_path / 'out.fifo'
+  os.mkfifo(fifo)
+  code, err = report_of(copy, '--out', str(fifo))
+  assert code == 2 and 'not a regular file' in err, err
+  fifo_job = _edited_copy(tmp_path, out, 'fifo')
+  os.remove(f'{fifo_job}.errors')
+  os.mkfifo(f'{fifo_job}.errors')
+  code, err = report_of(fifo_job)
+  assert code == 2 and 'is not a regular file' in err, err
+  # 3. Result lines of the wrong shape are unreadable, counted, no crash.
+  line = f'{images[0]}{fmt.SEPARATOR.decode()}'
+  bodies = ['{"class": 0, "class_name": "a", "class_probs": [0.1, 0.9]}',
+            '{"class": 0, "class_name": "a", "class_probs": {"a": NaN}}',
+            '{"class": 0, "class_name": "a", "class_probs": {"a": "x"}}',
+            '{"classes": [1], "class_names": 5, "probs": [0.9]}',
+            '{"classes": [1], "class_names": ["a"], "probs": [true]}',
+            '{"class_probs": {"a": 0.5}}',
+            '{"class": 0, "class_name": "bad\\udc80\\u0000name", '
+            '"class_probs": {"bad": 0.25}}']
+  shaped = _edited_copy(
+      tmp_path, out, 'shapes',
+      result=''.join(line + b + '\n' for b in bodies).encode(),
+      errors=b'/x.png,  {"error": {"k": 1}, "message": "m\\ud800"}\n')
+  code, err = report_of(shaped)
+  assert code == 0, err
+  dom, problems, _ = _open(pathlib.Path(f'{shaped}.report.html'))
+  assert problems == []
+  assert dom['kinds'] == {'unreadable': '6', 'unknown': '1'}
+  assert dom['classes'] == {'bad\ufffd\ufffdname': '1'}
+  # 4. A summary of the wrong shape is exit 2, in one line.
+  for name, fields in (('strs', {'succeeded': 'many'}),
+                       ('kinds', {'failed_by_kind': ['a']}),
+                       ('points', {'timeline': {'points': [['a', 'b']]}}),
+                       ('params', {'parameters': {'threshold': [1]}})):
+    code, err = report_of(_edited_copy(tmp_path, out, name, **fields))
+    assert code == 2 and 'is not an ev-predict summary (' in err, (name, err)
+  # 5. Small refusals.
+  assert report_of(copy, '--out=')[0] == 2
+  assert report_of(copy, '--thumbnails', '1001')[0] == 2
+  code, err = report_of(copy, '--out', f'{copy}.errors/r.html')
+  assert code == 2 and 'is a file, not a folder' in err, err
+  # 6. An untrusted summary never lets a remote OUTPUT's page picture
+  # local files or private addresses; the job's own summary is the job's.
+  lax = {'allow_local_files': 'true', 'block_private_networks': 'false'}
+  remote = cmd._fetch_config(lax, False, 'oss://b/out.txt')  # pylint: disable=protected-access
+  assert (remote.allow_local_files, remote.block_private_networks) == \
+      (False, True)
+  own = cmd._fetch_config(lax, True, 'oss://b/out.txt')  # pylint: disable=protected-access
+  assert (own.allow_local_files, own.block_private_networks) == (True, False)
+  # 7. Memory is bounded by what the page shows, not by distinct classes
+  # (a dense histogram each was 8 KiB a class), and classes are capped.
+  import tracemalloc  # pylint: disable=import-outside-toplevel
+  stats = report.Stats()
+  tracemalloc.start()
+  for i in range(5000):
+    stats.add(report.Item(True, f'{i}', b'x', {
+        'class_name': f'c{i}' + 'L' * 5000, 'class_probs': {'x': 0.9}}))
+  per_class = tracemalloc.get_traced_memory()[0] / 5000
+  tracemalloc.stop()
+  assert per_class < 2048, per_class
+  assert max(map(len, stats.classes)) <= 200
+  capped = report.Stats(lowest=0, per_class=0)
+  for i in range(report.MAX_CLASSES + 10):
+    capped.add(report.Item(True, '', None, {'class_name': f'c{i}',
+                                            'class_probs': {'x': 0.5}}))
+  assert (len(capped.classes), capped.folded) == (report.MAX_CLASSES, 10)

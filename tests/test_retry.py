@@ -264,6 +264,24 @@ def test_what_a_retry_refuses_leaves_the_files(tmp_path, model_dirs, flaky,
   assert os.listdir(out + '.retry') == ['notes']
   os.remove(out + '.retry/notes')
   os.rmdir(out + '.retry')
+  # A summary edited to name an error file elsewhere (the same bytes, so
+  # the size check passes): the retry would replace it, so it is refused
+  # unless the user names that file.
+  victim = tmp_path / 'elsewhere' / 'theirs.errors'
+  victim.parent.mkdir()
+  victim.write_bytes(files['result.txt.errors'])
+  edited = dict(_summary(out), error_file=str(victim))
+  with open(out + '.summary.json', 'w', encoding='utf-8') as f:
+    json.dump(edited, f)
+  code, err = _retry(capsys, out)
+  assert code == 2 and 'which is not beside' in err and \
+      f'-Derror_oss_file={victim}' in err, err
+  code, err = _retry(capsys, out, f'-Derror_oss_file={out}.errors')
+  assert code == 2 and 'but the job\'s error file is' in err, err
+  assert victim.read_bytes() == files['result.txt.errors']
+  assert flaky.hits['b.png'] == 1
+  with open(out + '.summary.json', 'wb') as f:
+    f.write(files['result.txt.summary.json'])
   # The job's files changed, or its list did.
   with open(out + '.errors', 'ab') as f:
     f.write(b'x\n')

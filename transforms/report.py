@@ -13,6 +13,8 @@ import heapq
 import io
 import itertools
 import json
+import math
+import re
 import threading
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -27,7 +29,55 @@ from ev_predict.transforms.record import Record
 BINS = 20            # the confidence histogram's bars over [0, 1]
 _FINE = 1000         # per-class histograms: medians to within 0.001
 _LABEL = 300         # characters of a label shown
+_NAME = 200          # characters of a class name kept
 _KEEP = 4 << 20      # bytes of a line kept for a thumbnail (base64 lines)
+_KEPT = 128 << 20    # bytes of kept lines in all (--thumbnails 1000)
+# A result file is not trusted (it may be edited, or not ours): memory stays
+# bounded whatever it holds. Beyond these, classes and pairs are folded.
+MAX_CLASSES = 30_000
+_MAX_PAIRS = 250_000
+_PAIR_LABELS = 32    # labels of one image that count in co-occurrence
+_DENSE = 64          # a class's score histogram: sparse below this many bins
+_CONTROL = re.compile('[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]')
+
+
+class NotAResult(ValueError):
+  """A result line's JSON is not shaped as ev-predict writes results."""
+
+
+def text(value, limit: int = _LABEL) -> str:
+  """Data-borne text as the page may show it: valid UTF-8 (lone surrogates,
+  which JSON escapes can carry, become U+FFFD), no control characters
+  (an SVG with one does not parse), at most limit characters."""
+  if not isinstance(value, str):
+    value = str(value)
+  if len(value) > limit:
+    value = value[:limit - 1] + '…'
+  return _CONTROL.sub('\ufffd', value)
+
+
+def _score(value) -> float:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+      not math.isfinite(value):
+    raise NotAResult(f'a score that is not a finite number ({text(value, 40)})')
+  return float(value)
+
+
+def result_shape(body: dict) -> Tuple[bool, List[str], List[float]]:
+  """(multi-label?, class names, scores) of a result body; NotAResult when
+  it is not shaped as ours (a hand-edited or foreign file)."""
+  if 'probs' in body and 'classes' in body:
+    names, probs = body.get('class_names') or [], body.get('probs') or []
+    if not isinstance(names, list) or not isinstance(probs, list):
+      raise NotAResult('class_names and probs must be lists')
+    return True, [text(n, _NAME) for n in names], [_score(p) for p in probs]
+  name = body.get('class_name', body.get('class'))
+  if name is None or isinstance(name, (dict, list)):
+    raise NotAResult('no class_name')
+  probs = body.get('class_probs') or {}
+  if not isinstance(probs, dict):
+    raise NotAResult('class_probs must be an object')
+  return False, [text(name, _NAME)], [_score(p) for p in probs.values()]
 
 
 @dataclasses.dataclass
@@ -59,7 +109,10 @@ class Stats:
     self.multilabel = False
     self.classes: Dict[str, int] = {}          # name -> count (top-1)
     self.order: List[str] = []                 # class names, first seen
-    self.fine: Dict[str, np.ndarray] = {}      # name -> _FINE-bin counts
+    self.fine: Dict[str, object] = {}   # name -> {bin: n}, or _FINE counts
+    self.folded = 0             # results of classes beyond MAX_CLASSES
+    self.pairs_folded = False   # co-occurrence stopped at _MAX_PAIRS
+    self._kept_bytes = 0
     self.confidence = np.zeros(BINS, np.int64)
     self.examples: Dict[str, List[Example]] = {}
     self.kinds: Dict[str, int] = {}
@@ -77,42 +130,72 @@ class Stats:
       self._add_error(item)
 
   def _add_result(self, item: Item) -> None:
-    body = item.body
+    try:
+      multilabel, names, probs = result_shape(item.body)
+    except NotAResult as e:
+      self._add_error(Item(False, item.label, None, {
+          'error': 'unreadable', 'message': f'a result that is not '
+          f'ev-predict\'s: {e}'}))
+      return
     self.results += 1
-    if 'probs' in body and 'classes' in body:
+    top = max(probs) if probs else 0.0
+    if multilabel:
       self.multilabel = True
-      names = [str(n) for n in body.get('class_names') or []]
-      probs = [float(p) for p in body.get('probs') or []]
-      top = max(probs) if probs else 0.0
       margin = min((abs(p - self.threshold) for p in probs), default=1.0)
       self.label_sets[len(names)] = self.label_sets.get(len(names), 0) + 1
       for name in names:
         self._count(name, top, item)
-      for a, b in itertools.combinations(sorted(set(names)), 2):
-        self.pairs[(a, b)] = self.pairs.get((a, b), 0) + 1
-      detail = ', '.join(names) or 'no label'
-      self._keep_borderline(margin, item, f'{detail} (closest score '
-                                          f'{_closest(probs, self.threshold)})')
+      self._count_pairs(names)
+      detail = ', '.join(names[:8]) + (' …' if len(names) > 8 else '')
+      self._keep_borderline(margin, item, f'{detail or "no label"} (closest '
+                                          f'score {_closest(probs, self.threshold)})')
     else:
-      name = str(body.get('class_name', body.get('class')))
-      scores = (body.get('class_probs') or {}).values()
-      top = float(max(scores)) if scores else 0.0
-      self._count(name, top, item)
-      self._keep_borderline(top, item, f'{name} {top:.3f}')
+      self._count(names[0], top, item)
+      self._keep_borderline(top, item, f'{names[0]} {top:.3f}')
     self.confidence[min(BINS - 1, max(0, int(top * BINS)))] += 1
 
   def _count(self, name: str, top: float, item: Item) -> None:
     if name not in self.classes:
+      if len(self.classes) >= MAX_CLASSES:
+        self.folded += 1
+        return
       self.classes[name] = 0
       self.order.append(name)
-      self.fine[name] = np.zeros(_FINE, np.int64)
+      self.fine[name] = {}
       self.examples[name] = []
     self.classes[name] += 1
-    self.fine[name][min(_FINE - 1, max(0, int(top * _FINE)))] += 1
+    slot = min(_FINE - 1, max(0, int(top * _FINE)))
+    fine = self.fine[name]
+    if isinstance(fine, dict):
+      fine[slot] = fine.get(slot, 0) + 1
+      if len(fine) > _DENSE:
+        dense = np.zeros(_FINE, np.int64)
+        for k, n in fine.items():
+          dense[k] = n
+        self.fine[name] = dense
+    else:
+      fine[slot] += 1
     kept = self.examples[name]
     if len(kept) < self.per_class:
-      kept.append(Example(item.label, _kept(item.image), f'{name} {top:.3f}',
-                          top))
+      kept.append(Example(item.label, self._kept(item.image),
+                          f'{name} {top:.3f}', top))
+
+  def _count_pairs(self, names: List[str]) -> None:
+    for pair in itertools.combinations(sorted(set(names))[:_PAIR_LABELS], 2):
+      if pair in self.pairs:
+        self.pairs[pair] += 1
+      elif len(self.pairs) < _MAX_PAIRS:
+        self.pairs[pair] = 1
+      else:
+        self.pairs_folded = True
+
+  def _kept(self, image: Optional[bytes]) -> Optional[bytes]:
+    """A line kept for its thumbnail, within the bytes budget."""
+    if image is None or len(image) > _KEEP or \
+        self._kept_bytes + len(image) > _KEPT:
+      return None
+    self._kept_bytes += len(image)
+    return image
 
   def _keep_borderline(self, score: float, item: Item, detail: str) -> None:
     # A max-heap of the lowest scores: its root is the highest kept.
@@ -121,20 +204,24 @@ class Stats:
     if len(self._borderline) >= self.lowest and \
         -score <= self._borderline[0][0]:
       return
-    entry = (-score, next(self._seq), item.label, _kept(item.image), detail)
-    if len(self._borderline) < self.lowest:
-      heapq.heappush(self._borderline, entry)
-    else:
-      heapq.heapreplace(self._borderline, entry)
+    if len(self._borderline) >= self.lowest:
+      gone = heapq.heappop(self._borderline)
+      self._kept_bytes -= len(gone[3] or b'')
+    heapq.heappush(self._borderline, (-score, next(self._seq), item.label,
+                                      self._kept(item.image), detail))
 
   def _add_error(self, item: Item) -> None:
-    kind = str(item.body.get('error', 'unknown'))
+    kind = item.body.get('error')
+    # Kinds are ours (a dozen words); anything else is one bucket, so a
+    # hostile file cannot make a million of them.
+    kind = kind if isinstance(kind, str) and re.fullmatch(
+        '[a-z_]{1,40}', kind) else 'unknown'
     self.errors += 1
     self.kinds[kind] = self.kinds.get(kind, 0) + 1
     kept = self.failures.setdefault(kind, [])
     if len(kept) < self.per_kind:
       kept.append(Example(item.label, None,
-                          str(item.body.get('message', ''))[:_LABEL]))
+                          text(item.body.get('message', ''))))
 
   # -- reading -----------------------------------------------------------
   def top_classes(self, n: int) -> List[Tuple[str, int]]:
@@ -146,6 +233,11 @@ class Stats:
   def median(self, name: str) -> float:
     """A class's median top-1 score, to within 1/_FINE."""
     counts = self.fine[name]
+    if isinstance(counts, dict):
+      dense = np.zeros(_FINE, np.int64)
+      for k, n in counts.items():
+        dense[k] = n
+      counts = dense
     half = (counts.sum() + 1) / 2
     return (int(np.searchsorted(np.cumsum(counts), half)) + 0.5) / _FINE
 
@@ -173,10 +265,6 @@ def _closest(probs, threshold) -> str:
   if not probs:
     return '-'
   return f'{min(probs, key=lambda p: abs(p - threshold)):.3f}'
-
-
-def _kept(image: Optional[bytes]) -> Optional[bytes]:
-  return image if image is not None and len(image) <= _KEEP else None
 
 
 # ------------------------------------------------------------ the files
@@ -218,7 +306,8 @@ def table_items(path: str, ok: bool, result_column: str,
   for batch in table.batches(path):
     rows = batch.to_pylist()
     for row in rows:
-      label = ', '.join(f'{c}={row.get(c)}' for c in label_columns) or '-'
+      label = text(', '.join(f'{c}={row.get(c)}' for c in label_columns)
+                   or '-')
       image = row.get(image_col) if image_col else None
       if isinstance(image, str):
         image = image.encode('utf-8', 'surrogateescape')
@@ -230,12 +319,14 @@ def table_items(path: str, ok: bool, result_column: str,
                   'not JSON'}
       else:
         body = {'error': row.get('error'), 'message': row.get('message')}
-      yield Item(ok and 'error' not in body, label[:_LABEL], image, body)
+      if not isinstance(body, dict):
+        body = {'error': 'unreadable', 'message': 'a result cell that is '
+                'not a JSON object'}
+      yield Item(ok and 'error' not in body, label, image, body)
 
 
 def _label(value: bytes) -> str:
-  text = value.decode('utf-8', 'replace')
-  return text if len(text) <= _LABEL else text[:_LABEL] + '…'
+  return text(value[:4 * _LABEL].decode('utf-8', 'replace'))
 
 
 def gather(items: Iterable[Item], stats: Stats) -> Stats:

@@ -14,7 +14,8 @@ import json
 import time
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from ev_predict.transforms.report import BINS, Example, Stats, Thumbnail
+from ev_predict.transforms.report import (BINS, MAX_CLASSES, Example, Stats,
+                                          Thumbnail)
 
 TOP_CLASSES = 50      # the histogram's bars; the rest are "other"
 EXAMPLE_CLASSES = 8   # classes shown with examples
@@ -52,6 +53,12 @@ details summary{cursor:pointer;color:#3c5ccf}
 
 def _e(value) -> str:
   return html.escape(str(value), quote=True)
+
+
+def _t(value) -> str:
+  """Text from the data, isolated: a right-to-left override in a file name
+  cannot reorder what follows it."""
+  return f'<bdi>{_e(value)}</bdi>'
 
 
 def _num(value) -> str:
@@ -212,17 +219,20 @@ def _classes(stats: Stats, multilabel: bool) -> str:
   if not stats.classes:
     return f'<p>No image got a {what}.</p>'
   top = stats.top_classes(TOP_CLASSES)
-  rest = sum(stats.classes.values()) - sum(n for _, n in top)
+  rest = sum(stats.classes.values()) - sum(n for _, n in top) + stats.folded
   labels = [name for name, _ in top] + (['(other)'] if rest else [])
   values = [n for _, n in top] + ([rest] if rest else [])
   total = stats.results
   rows = ''.join(
-      f'<tr><td class="mono">{_e(name)}</td><td class="n" data-class-count='
+      f'<tr><td class="mono">{_t(name)}</td><td class="n" data-class-count='
       f'"{_e(name)}">{n:,}</td><td class="n">{100 * n / total:.1f} %</td>'
       f'<td class="n">{stats.median(name):.3f}</td></tr>'
       for name, n in top)
   if rest:
-    rows += (f'<tr><td>({len(stats.classes) - len(top)} other '
+    others = f'{len(stats.classes) - len(top):,}'
+    if stats.folded:
+      others = f'{others} or more'
+    rows += (f'<tr><td>({others} other '
              f'{plural})</td><td class="n">{rest:,}</td><td class="n">'
              f'{100 * rest / total:.1f} %</td><td></td></tr>')
   noun = 'images with the label' if multilabel else 'images'
@@ -239,8 +249,8 @@ def _failures(stats: Stats) -> str:
     return '<p>No line failed.</p>'
   parts = []
   for kind, n in sorted(stats.kinds.items(), key=lambda kv: (-kv[1], kv[0])):
-    rows = ''.join(f'<tr><td class="mono">{_e(x.label)}</td><td>'
-                   f'{_e(x.detail)}</td></tr>' for x in stats.failures[kind])
+    rows = ''.join(f'<tr><td class="mono">{_t(x.label)}</td><td>'
+                   f'{_t(x.detail)}</td></tr>' for x in stats.failures[kind])
     parts.append(f'<h3>{_e(kind)}: <span data-kind-count="{_e(kind)}">'
                  f'{n:,}</span></h3><table>{rows}</table>')
   return ''.join(parts)
@@ -256,8 +266,8 @@ def _grid(examples: List[Example], thumbs: Dict[int, Thumbnail]) -> str:
     else:
       why = thumb.reason if thumb is not None else 'thumbnails off'
       picture = f'<div class="none" title="{_e(why)}">{_e(why[:90])}</div>'
-    cells.append(f'<figure>{picture}<figcaption><b>{_e(x.detail)}</b><br>'
-                 f'<span class="mono">{_e(_tail(x.label))}</span>'
+    cells.append(f'<figure>{picture}<figcaption><b>{_t(x.detail)}</b><br>'
+                 f'<span class="mono">{_t(_tail(x.label))}</span>'
                  '</figcaption></figure>')
   return '<div class="grid">' + ''.join(cells) + '</div>'
 
@@ -285,6 +295,13 @@ def render(summary: Mapping, stats: Stats, output: str,
                     f'{stats.errors:,} errors, the summary says '
                     f'{summary.get("succeeded"):,} and '
                     f'{summary.get("failed"):,}: were they changed since?')
+  if stats.folded:
+    warnings.append(f'more than {MAX_CLASSES:,} distinct class names: '
+                    f'{stats.folded:,} results of the later ones are counted '
+                    'as other (is this file ev-predict\'s?)')
+  if stats.pairs_folded:
+    warnings.append('too many distinct label pairs: co-occurrence counts '
+                    'leave out pairs first seen late in the file')
   sections = [('Summary', _cards(summary) + _facts(summary))]
   sections.append(('Labels' if multilabel else 'Classes',
                    _classes(stats, multilabel)))
@@ -310,7 +327,7 @@ def render(summary: Mapping, stats: Stats, output: str,
           'lowest top-1 score')
   sections.append((f'Borderline images ({what})',
                    _grid(shown['borderline'], thumbs)))
-  examples = ''.join(f'<h3>{_e(key[6:])}</h3>{_grid(xs, thumbs)}'
+  examples = ''.join(f'<h3>{_t(key[6:])}</h3>{_grid(xs, thumbs)}'
                      for key, xs in shown.items() if key.startswith('class:'))
   if examples:
     sections.append(('Examples per class', examples))

@@ -1,6 +1,7 @@
 """The ceilings (a-c in bench.run's docstring): the model alone on
 pre-decoded batches, fetch + decode alone, and the shared-core ceiling they
 imply. The child_* functions run in child processes (bench.child)."""
+import os
 import time
 from pathlib import Path
 
@@ -210,3 +211,63 @@ def child_decode_ceiling(arg: dict) -> dict:
   import PIL  # pylint: disable=import-outside-toplevel
   out['pillow_version'] = PIL.__version__
   return out
+
+
+# --- second wave (bench.wave2): the minimal work, alone and at once ---------
+
+def _corpus_bytes(filelist: str, limit: int = 400):
+  paths = [p for p in Path(filelist).read_text().split('\n') if p][:limit]
+  return paths, [Path(p).read_bytes() for p in paths]
+
+
+def child_minimal_decode(arg: dict) -> dict:
+  """The minimal reference decode (bench.peers.minimal_decode: open, draft,
+  RGB, bilinear resize) on one thread and on one thread per core, beside
+  ev-predict's own fetch + decode on one thread (what its ceiling used to
+  be): mean rates over one window each."""
+  import concurrent.futures  # pylint: disable=import-outside-toplevel
+  from bench.peers import minimal_decode  # pylint: disable=import-outside-toplevel
+  paths, _ = _corpus_bytes(arg['filelist'])   # page cache warm
+  seconds = arg['seconds']
+  out = {}
+  out['minimal_per_core'] = harness.mean_rate(
+      _eight_at_a_time(minimal_decode, paths), 8, seconds)
+  with concurrent.futures.ThreadPoolExecutor(CORES) as pool:
+    chunk = (paths * (1 + 8 * CORES // len(paths)))[:8 * CORES]
+    list(pool.map(minimal_decode, chunk))
+    out['minimal_all_cores'] = harness.mean_rate(
+        lambda: list(pool.map(minimal_decode, chunk)), len(chunk), seconds)
+  records, fetch_decode = _fetch_decode(arg['filelist'])
+  out['ev_predict_decode_per_core'] = harness.mean_rate(
+      _eight_at_a_time(fetch_decode, records), 8, seconds)
+  return out
+
+
+def child_loop(arg: dict) -> dict:
+  """One side of the interference ceiling: the model at its best batch, or
+  the minimal decode on one thread per core (at nice 19, as ev-predict runs
+  its decodes), free-running from start_at for seconds, in its own process
+  while the other side runs in another."""
+  import concurrent.futures  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  if arg['side'] == 'model':
+    _, call = _model_call(arg)
+    batch = np.ascontiguousarray(_batches(arg['filelist'])[arg['batch']])
+    call(batch)
+    step, per_call = (lambda: call(batch)), arg['batch']
+    pool = None
+  else:
+    from bench.peers import minimal_decode  # pylint: disable=import-outside-toplevel
+    os.nice(19)
+    paths, _ = _corpus_bytes(arg['filelist'])
+    pool = concurrent.futures.ThreadPoolExecutor(CORES)
+    chunk = (paths * (1 + 4 * CORES // len(paths)))[:4 * CORES]
+    list(pool.map(minimal_decode, chunk))
+    step, per_call = (lambda: list(pool.map(minimal_decode, chunk))), \
+        len(chunk)
+  while time.time() < arg['start_at']:
+    time.sleep(0.005)
+  result = harness.mean_rate(step, per_call, arg['seconds'])
+  if pool:
+    pool.shutdown()
+  return result

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench import baselines, ceilings, memory, models, resume
+from bench import baselines, ceilings, memory, models, peers, resume
 
 CHILDREN = {
     'list-memory': memory.child_list_memory,
@@ -22,6 +22,10 @@ CHILDREN = {
     'beam-example-ov': baselines.child_beam_example_openvino,
     'scan-time': resume.child_scan_time,
     'commit-cost': resume.child_commit_cost,
+    'minimal-decode': ceilings.child_minimal_decode,
+    'loop': ceilings.child_loop,
+    'spark': peers.child_spark,
+    'ray': peers.child_ray,
 }
 
 

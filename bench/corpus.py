@@ -180,3 +180,90 @@ def _count(items) -> dict:
 
 def corpus_summary(manifest: dict) -> dict:
   return {k: v for k, v in manifest.items() if k != 'images'}
+
+
+PHONE_VERSION = 1
+PHONE_SIZE = (4032, 3024)
+PHONE_MB = (2.0, 4.0)
+
+
+def _make_phone_photo(i: int, sources) -> tuple:
+  """Phone photo i: a 4032x3024 (or portrait) JPEG of 2-4 MB, made by
+  upscaling a crop of a sample photograph, with sensor noise and the
+  quality a phone uses (the noise is what makes phone JPEGs that big)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng([CORPUS_SEED, 4032, i])
+  name = SOURCES[int(rng.integers(len(SOURCES)))]
+  src = sources[name]
+  width, height = PHONE_SIZE if rng.random() < 0.75 else PHONE_SIZE[::-1]
+  sh, sw = src.shape[:2]
+  ratio = width / height
+  cw, ch = (sw, sw / ratio) if sw / ratio <= sh else (sh * ratio, sh)
+  frac = rng.uniform(0.6, 1.0)
+  cw, ch = max(32, int(cw * frac)), max(32, int(ch * frac))
+  x0 = int(rng.integers(0, sw - cw + 1))
+  y0 = int(rng.integers(0, sh - ch + 1))
+  img = Image.fromarray(src[y0:y0 + ch, x0:x0 + cw]).resize(
+      (width, height), Image.Resampling.BICUBIC)
+  base = np.asarray(img, dtype=np.int16)
+  sigma = rng.uniform(2.0, 4.0)
+  for _ in range(5):
+    noise = rng.normal(0, sigma, (height // 2, width // 2, 3)).astype(np.int16)
+    noisy = base + noise.repeat(2, 0).repeat(2, 1)
+    pix = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+    buf = io.BytesIO()
+    pix.save(buf, 'JPEG', quality=92, subsampling=2)
+    size = len(buf.getvalue())
+    if size < PHONE_MB[0] * 2**20:
+      sigma *= 1.6
+    elif size > PHONE_MB[1] * 2**20:
+      sigma /= 1.5
+    else:
+      break
+  return buf.getvalue(), {'source': name, 'width': width, 'height': height,
+                          'mb': round(size / 2**20, 2)}
+
+
+def ensure_phone_corpus(ctx, n: int) -> dict:
+  """build/bench/phone-<n>/: n phone photos (4032x3024, 2-4 MB), where
+  decoding is most of the work."""
+  folder = ctx.work / f'phone-{n}'
+  manifest_path = folder / 'manifest.json'
+  if manifest_path.exists():
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get('version') == PHONE_VERSION and manifest['n'] == n:
+      return manifest
+  log(f'generating {n} phone photos in {folder}')
+  started = time.time()
+  if folder.exists():
+    shutil.rmtree(folder)
+  folder.mkdir(parents=True)
+  donors = [p.parent for p in ctx.work.glob('phone-*/manifest.json')
+            if json.loads(p.read_text()).get('version') == PHONE_VERSION]
+  sources, images = None, []
+  for i in range(n):
+    target = folder / f'phone-{i:05d}.jpg'
+    donor = next((d for d in donors if (d / target.name).exists()), None)
+    if donor is not None:
+      os.link(donor / target.name, target)
+      images.append(next(im for im in json.loads(
+          (donor / 'manifest.json').read_text())['images'] if im['i'] == i))
+      continue
+    if sources is None:
+      sources = _load_sources()
+    data, info = _make_phone_photo(i, sources)
+    target.write_bytes(data)
+    images.append(dict(info, i=i))
+  (folder / 'filelist.txt').write_text(
+      ''.join(f'{folder / f"phone-{i:05d}.jpg"}\n' for i in range(n)))
+  mbs = sorted(im['mb'] for im in images)
+  manifest = {'version': PHONE_VERSION, 'n': n, 'folder': str(folder),
+              'filelist': str(folder / 'filelist.txt'),
+              'mb_min': mbs[0], 'mb_median': mbs[len(mbs) // 2],
+              'mb_max': mbs[-1], 'total_mb': round(sum(mbs), 1),
+              'generated_seconds': round(time.time() - started, 1),
+              'images': images}
+  manifest_path.write_text(json.dumps(manifest, indent=1))
+  log(f'phone-{n}: {manifest["total_mb"]} MB, {mbs[0]}-{mbs[-1]} MB each')
+  return manifest

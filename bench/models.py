@@ -12,8 +12,9 @@ MODEL_VERSION = 2
 
 
 def model_dir(ctx, kind: str) -> Path:
-  return ctx.work / ('model-mobilenetv2' if kind == 'mobilenetv2' else
-                      'model-tiny')
+  return ctx.work / {'mobilenetv2': 'model-mobilenetv2',
+                     'mobilenetv2-pixels': 'model-mobilenetv2-pixels'}.get(
+                         kind, 'model-tiny')
 
 
 def ensure_model(ctx, kind: str) -> Path:
@@ -38,12 +39,25 @@ def child_build_model(arg: dict) -> dict:
     shutil.rmtree(path)
   keras.utils.set_random_seed(7)
   inputs = keras.Input((IMAGE, IMAGE, 3), dtype='uint8', name='images')
-  if arg['kind'] == 'mobilenetv2':
+  if arg['kind'] in ('mobilenetv2', 'mobilenetv2-pixels'):
     base = keras.applications.MobileNetV2(
-        weights=None, input_shape=(IMAGE, IMAGE, 3), classes=1000)
+        weights=None, input_shape=(IMAGE, IMAGE, 3), classes=1000,
+        classifier_activation=None if arg['kind'] != 'mobilenetv2' else
+        'softmax')
     # MobileNet's preprocess_input (x / 127.5 - 1) inside the graph.
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)
     outputs = base(x)
+    if arg['kind'] == 'mobilenetv2-pixels':
+      # With random weights MobileNetV2 answers one class for every image;
+      # a random linear read of the 8x8 mean colours (no compute to speak
+      # of) makes the answer depend on the pixels, so that peers' classes
+      # can be checked against ours image by image.
+      y = keras.layers.AveragePooling2D(pool_size=28)(
+          keras.layers.Rescaling(1 / 255.0)(inputs))
+      y = keras.layers.Dense(1000, kernel_initializer=keras.initializers
+                             .RandomNormal(stddev=3.0))(
+                                 keras.layers.Flatten()(y))
+      outputs = keras.layers.Softmax()(keras.layers.Add()([outputs, y]))
   else:
     x = keras.layers.Rescaling(1 / 255.0)(inputs)
     x = keras.layers.AveragePooling2D(pool_size=28)(x)     # 8x8x3

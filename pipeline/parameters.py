@@ -345,7 +345,11 @@ TABLE: Tuple[Parameter, ...] = (
       doc='`auto`: OpenVINO reading the same SavedModel when it converts and '
       'its first-batch probabilities agree with TensorFlow\'s (max |Δprob| ≤ '
       '1e-4 and the same argmax in f32), else TensorFlow; `tensorflow`; '
-      '`openvino`. The summary\'s `backends` says which ran, per image count'),
+      '`openvino`. The verdict is kept per machine for this exact model '
+      '(its saved_model.pb\'s size and time), both versions and the '
+      'precision, so a later job of it loads one backend only and never '
+      'imports TensorFlow when OpenVINO agreed. The summary\'s `backends` '
+      'says which ran, per image count'),
     P('precision', CHOICE, 'inference', default='f32', choices=('f32', 'bf16'),
       help='OpenVINO precision: `f32`, or `bf16` where it is measured to '
       'agree'),

@@ -40,7 +40,7 @@ MAX_THUMBNAILS = 1000
 _SUMMARY_CAP = 64 << 20
 
 USAGE = """usage: ev-predict report OUTPUT [--out FILE] [--thumbnails N]
-                          [--errors FILE]
+                          [--errors FILE] [--ossHost HOST]
 
 A finished job's run report: one HTML page, self-contained (no network),
 from OUTPUT (its -Doutput_oss_file or -Doutput_table), OUTPUT.errors and
@@ -50,6 +50,8 @@ OUTPUT.summary.json, on any file system ev-predict reads.
                     0: no thumbnails, nothing fetched)
   --errors FILE     the job's error file (or table) when it is not beside
                     OUTPUT (-Derror_oss_file, -Derror_table elsewhere)
+  --ossHost HOST    the OSS endpoint (else the environment's, as for a
+                    job; never the summary's)
 """
 
 
@@ -111,32 +113,41 @@ def _shape_problem(data: Mapping) -> Optional[str]:
   if not all(isinstance(k, str) and isinstance(v, str)
              for k, v in data['parameters'].items()):
     return '"parameters" holds a value that is not text'
+  if len(data['parameters']) > 1000:
+    return '"parameters" holds more than 1000 parameters'
   for key in ('failed_by_kind', 'backends'):
     value = data.get(key, {})
     if not isinstance(value, dict) or not all(
         isinstance(n, int) and not isinstance(n, bool)
         for n in value.values()):
       return f'"{key}" is not an object of counts'
+    if len(value) > 100:
+      return f'"{key}" holds more than 100 entries'
   timeline = data.get('timeline', {})
   if not isinstance(timeline, dict) or not isinstance(
       timeline.get('points', []), list) or not all(
           isinstance(p, list) and len(p) == 2 and all(map(_is_number, p))
+          and 0 <= p[0] <= 1e8 and 0 <= p[1] <= 1e13
           for p in timeline.get('points', [])):
     return '"timeline" is not a list of [seconds, lines] points'
   return None
 
 
 def _check_input(path: str) -> None:
-  """A local file to read must be a regular file: a FIFO would hang the
-  report, a device never end."""
+  """A local file to read must be a regular file, not a link: a FIFO would
+  hang the report, a device never end, and a link beside OUTPUT could name
+  any file (the page would show its lines)."""
   if '://' in path:
     return
   try:
-    mode = os.stat(path).st_mode
+    mode = os.lstat(path).st_mode
   except FileNotFoundError:
     return  # the open says so, in its own words
   except OSError as e:
     raise UsageError(f'cannot read {path} ({e.strerror})') from e
+  if stat.S_ISLNK(mode):
+    raise UsageError(f'{path} is a link; the report reads only the job\'s '
+                     'own files, not what a link names')
   if not stat.S_ISREG(mode):
     raise UsageError(f'{path} is not a regular file')
 
@@ -167,7 +178,11 @@ def _fetch_config(params: Mapping[str, str], trusted: bool,
 
 
 def _folder(path: str) -> str:
-  return posixpath.dirname(graph.canonical_path(path))
+  """The folder a file is in, the file itself not resolved (a link beside
+  OUTPUT is beside it; what it names is another matter, _check_input's)."""
+  if '://' in path:
+    return posixpath.dirname(graph.canonical_path(path))
+  return os.path.realpath(os.path.dirname(os.path.abspath(path)))
 
 
 def error_path(output: str, summary: Mapping, trusted: bool,
@@ -186,6 +201,9 @@ def error_path(output: str, summary: Mapping, trusted: bool,
     named = summary.get('error_file')
   if not named or trusted:
     return named or default
+  if ('://' in named) != ('://' in output) or named.startswith('file:'):
+    raise UsageError(f'the summary names its error file {named}, on another '
+                     f'file system than {output}; name it: --errors PATH')
   if _folder(named) != _folder(output):
     raise UsageError(
         f'the summary names its error file {named}, which is not beside '
@@ -222,12 +240,11 @@ def _exists(path: str) -> bool:
 def write_report(output: str, out: Optional[str] = None,
                  thumbnails: int = THUMBNAILS,
                  summary: Optional[Mapping] = None,
-                 errors: Optional[str] = None) -> str:
+                 errors: Optional[str] = None, trusted: bool = False) -> str:
   """Writes the report of the job whose result is output; returns where.
-  A summary passed in is the job's own (trusted); None reads it from
-  beside output, untrusted."""
-  trusted = summary is not None
-  summary = summary if trusted else read_summary(output)
+  trusted: summary is the job's own, from memory; else it was read from
+  disk (or is read now, when None) and is not believed."""
+  summary = summary if summary is not None else read_summary(output)
   params = summary['parameters']
   target = out or report_path(output)
   _check_target(target)
@@ -273,7 +290,7 @@ def write_beside(output: str, summary: Mapping) -> Optional[str]:
   """The report of a committed job (or retry) beside its result: a report
   that cannot be written is a warning, never a failed job."""
   try:
-    return write_report(output, summary=summary)
+    return write_report(output, summary=summary, trusted=True)
   except Exception as e:  # pylint: disable=broad-except
     _LOG.debug('ev-predict: report failed', exc_info=True)
     _LOG.warning('ev-predict: warning: the run report was not written '
@@ -361,12 +378,13 @@ def main(argv: List[str]) -> int:
     (sys.stdout if argv else sys.stderr).write(USAGE)
     return 0 if argv else 2
   output, out, errors, thumbnails = None, None, None, THUMBNAILS
+  oss_host = None
   args = list(argv)
   try:
     while args:
       arg = args.pop(0)
       name, eq, value = arg.partition('=')
-      if name in ('--out', '--thumbnails', '--errors'):
+      if name in ('--out', '--thumbnails', '--errors', '--ossHost'):
         if not eq:
           if not args:
             raise UsageError(f'{name} needs a value')
@@ -377,6 +395,8 @@ def main(argv: List[str]) -> int:
           out = value
         elif name == '--errors':
           errors = value
+        elif name == '--ossHost':
+          oss_host = value
         else:
           try:
             thumbnails = int(value)
@@ -393,9 +413,18 @@ def main(argv: List[str]) -> int:
         raise UsageError(f'one OUTPUT only, not also {arg}')
     if output is None:
       raise UsageError('OUTPUT is required (ev-predict report --help)')
-    _set_file_system_options(read_summary(output)['parameters'])
-    path = write_report(output, out, thumbnails, errors=errors)
+    # The summary's own -DossHost is not used: a hand-edited one would send
+    # every request, signed with this user's key, where it says.
+    _set_file_system_options(oss_host)
+    path = write_report(output, out, thumbnails, read_summary(output),
+                        errors=errors)
   except UsageError as e:
+    sys.stderr.write(f'ev-predict: error: {e}\n')
+    return 2
+  except ValueError as e:
+    from ev_predict.transforms.table import TableError  # pylint: disable=import-outside-toplevel
+    if not isinstance(e, TableError):
+      raise
     sys.stderr.write(f'ev-predict: error: {e}\n')
     return 2
   except Exception as e:  # pylint: disable=broad-except
@@ -407,8 +436,9 @@ def main(argv: List[str]) -> int:
   return 0
 
 
-def _set_file_system_options(params: Mapping[str, str]) -> None:
-  """The job's OSS endpoint, so that oss:// reads as the job did."""
+def _set_file_system_options(oss_host: Optional[str]) -> None:
+  """The OSS endpoint the user gives (--ossHost), else the usual defaults
+  (the environment, ~/.ossutilconfig), as for a job."""
   from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
-  flags = [f'--ossHost={params["ossHost"]}'] if params.get('ossHost') else []
+  flags = [f'--ossHost={oss_host}'] if oss_host else []
   FileSystems.set_options(PipelineOptions(flags))

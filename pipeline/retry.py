@@ -118,7 +118,10 @@ def _kinds(text: Optional[str]) -> Sequence[str]:
 
 
 def _folder(path: str) -> str:
-  return posixpath.dirname(graph.canonical_path(path))
+  """The folder a file is in, the file itself not resolved."""
+  if '://' in path:
+    return posixpath.dirname(graph.canonical_path(path))
+  return os.path.realpath(os.path.dirname(os.path.abspath(path)))
 
 
 def read_summary(output: str, errors: Optional[str] = None) -> dict:
@@ -154,17 +157,26 @@ def read_summary(output: str, errors: Optional[str] = None) -> dict:
     raise UsageError(f'{path} is the summary of {data["result_file"]}, not '
                      f'of {output}')
   named = data['error_file']
-  if not isinstance(named, str):
+  if not isinstance(named, str) or not named:
     raise UsageError(f'{path}: "error_file" is not a path')
+  for own in (output, named):
+    # A retry replaces both: a link would make it replace what it names.
+    if '://' not in own and os.path.islink(own):
+      raise UsageError(f'{own} is a link; a retry replaces only the job\'s '
+                       'own files: give the file it names, or rerun the job')
   if errors is not None:
     if graph.canonical_path(errors) != graph.canonical_path(named):
       raise UsageError(f'-Derror_oss_file={errors}, but the job\'s error '
                        f'file is {named}')
-  elif graph.canonical_path(named) != graph.canonical_path(output + '.errors') \
-      and _folder(named) != _folder(output):
+  elif _folder(named) != _folder(output):
     raise UsageError(f'{path} names the error file {named}, which is not '
                      f'beside {output}; a retry replaces it: if it is the '
                      f'job\'s, confirm with -Derror_oss_file={named}')
+  if graph.canonical_path(named) == graph.canonical_path(output):
+    raise UsageError(f'{path} names the result file as its error file')
+  # What the retry replaces is OUTPUT as the user spelt it (the same file,
+  # checked above), never another path to it that the summary gives.
+  data['result_file'] = output
   if data['accounting_ok'] is not True:
     raise UsageError(f'the job\'s files do not account for every line of '
                      f'its list ({path}: accounting_ok false); rerun the '

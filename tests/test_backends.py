@@ -132,3 +132,51 @@ def test_openvino_reports_nothing_to_its_telemetry(tmp_path, model_dirs):
       env=env, capture_output=True, text=True, timeout=300, check=True)
   assert json.loads(out.stdout.splitlines()[-1]) == ['openvino-f32', []]
   assert list(tmp_path.glob('cache/openvino-*/model.xml'))  # converted here
+
+
+_WARM_PROBE = """
+import json, sys
+from ev_predict.pipeline import launcher
+summary = launcher.run(sys.argv[1:])
+print(json.dumps(['tensorflow' in sys.modules, summary['backends']]))
+"""
+
+
+def test_a_warm_start_remembers_the_verdict_and_skips_tensorflow(
+    tmp_path, model_dirs, images):
+  """`auto`'s first-batch verdict and the model's signatures are kept per
+  machine: the next job of the same model never imports TensorFlow, and
+  writes the same bytes. A cached 'disagrees' runs TensorFlow alone; a
+  rewritten model is judged again."""
+  model = tmp_path / 'model'
+  import shutil  # pylint: disable=import-outside-toplevel
+  shutil.copytree(model_dirs['keras'], model)
+  listing = tmp_path / 'list.txt'
+  listing.write_text(''.join(f'{i}\n' for i in images[:10]))
+  env = dict(os.environ, EV_PREDICT_CACHE=str(tmp_path / 'cache'),
+             PYTHONPATH=str(ROOT))
+
+  def job(name):
+    out = tmp_path / name / 'result.txt'
+    run = subprocess.run(
+        [sys.executable, '-c', _WARM_PROBE, f'-Dmodel_path={model}',
+         f'-Dinput_oss_file={listing}', f'-Doutput_oss_file={out}',
+         '-Dbatch_size=8', '-Dreport=false'],
+        env=env, capture_output=True, text=True, timeout=300, check=True)
+    tf_imported, used = json.loads(run.stdout.splitlines()[-1])
+    return tf_imported, used, out.read_bytes()
+
+  cold = job('cold')
+  assert cold[:2] == (True, {'openvino-f32': 10})
+  verdicts = list(tmp_path.glob('cache/verdicts/*.json'))
+  assert len(verdicts) == 1 and json.loads(verdicts[0].read_text())['passes']
+  warm = job('warm')
+  assert warm == (False, {'openvino-f32': 10}, cold[2])
+  # A verdict of 'disagrees' is kept too: TensorFlow alone.
+  verdicts[0].write_text(json.dumps({'passes': False, 'stats': {}}))
+  assert job('refused')[:2] == (True, {'tensorflow': 10})
+  # The same model rewritten is another model: judged again (and passes).
+  os.utime(model / 'saved_model.pb', ns=(1, 1))
+  again = job('again')
+  assert again[:2] == (True, {'openvino-f32': 10}) and again[2] == cold[2]
+  assert len(list(tmp_path.glob('cache/verdicts/*.json'))) == 2

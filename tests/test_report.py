@@ -230,6 +230,24 @@ def test_report_on_oss(tmp_path, model_dirs, oss_env):
   assert problems == []
   assert len(dom['images']) == 5 + 4 * len(dom['classes'])
   assert all(ok and w > 0 for ok, w, _ in dom['images'])
+  # A summary edited to name another OSS endpoint: `ev-predict report`
+  # never sends a request (signed with this user's key) there.
+  import socket  # pylint: disable=import-outside-toplevel
+  decoy = socket.socket()
+  decoy.bind(('127.0.0.1', 0))
+  decoy.listen(8)
+  decoy.settimeout(0.5)
+  summary = json.loads(server.get('data', 'out/result.txt.summary.json'))
+  summary['parameters']['ossHost'] = f'127.0.0.1:{decoy.getsockname()[1]}'
+  server.put('data', 'out/result.txt.summary.json',
+             json.dumps(summary).encode())
+  assert cli.main(['report', 'oss://data/out/result.txt', '--ossHost',
+                   server.endpoint, '--out', str(tmp_path / 'r2.html')]) == 0
+  with pytest.raises(socket.timeout):
+    decoy.accept()
+  decoy.close()
+  dom, problems, _ = _open(tmp_path / 'r2.html')
+  assert problems == [] and dom['classes']
 
 
 @pytest.mark.timeout(900)
@@ -330,6 +348,18 @@ def test_the_report_command_trusts_nothing_it_reads(tmp_path, model_dirs,
   assert code == 0, err
   page = pathlib.Path(f'{copy}.report.html').read_text()
   assert 'TOPSECRET' not in page and 'gone.png' in page
+  # A link beside OUTPUT names any file: OUTPUT, its errors, never read.
+  linked = _edited_copy(tmp_path, out, 'linked')
+  os.remove(f'{linked}.errors')
+  os.symlink(secret, f'{linked}.errors')
+  code, err = report_of(linked)
+  assert code == 2 and 'is a link' in err, err
+  os.remove(f'{linked}.errors')
+  pathlib.Path(f'{linked}.errors').write_bytes(b'')
+  os.rename(linked, tmp_path / 'linked' / 'real.txt')
+  os.symlink(secret, linked)
+  code, err = report_of(linked)
+  assert code == 2 and 'is a link' in err, err
   # 2. FIFOs: as --out, as the job's own report path, as an input.
   fifo = tmp_path / 'out.fifo'
   os.mkfifo(fifo)
@@ -372,6 +402,12 @@ def test_the_report_command_trusts_nothing_it_reads(tmp_path, model_dirs,
   assert report_of(copy, '--thumbnails', '1001')[0] == 2
   code, err = report_of(copy, '--out', f'{copy}.errors/r.html')
   assert code == 2 and 'is a file, not a folder' in err, err
+  # A 256 MiB line (no newline) is one unreadable line, held 8 MiB at most.
+  long = _edited_copy(tmp_path, out, 'long', result=b'')
+  with open(long, 'wb') as f:
+    f.truncate(256 << 20)
+  peak = peak_rss(['report', str(long), '--thumbnails', '0'])
+  assert peak < 400 * MIB, peak / MIB
   # 6. An untrusted summary never lets a remote OUTPUT's page picture
   # local files or private addresses; the job's own summary is the job's.
   lax = {'allow_local_files': 'true', 'block_private_networks': 'false'}

@@ -282,6 +282,15 @@ def test_what_a_retry_refuses_leaves_the_files(tmp_path, model_dirs, flaky,
   assert flaky.hits['b.png'] == 1
   with open(out + '.summary.json', 'wb') as f:
     f.write(files['result.txt.summary.json'])
+  # The job's error file a link (to that file elsewhere): what a retry
+  # replaces would be what the link names.
+  os.rename(out + '.errors', tmp_path / 'kept.errors')
+  os.symlink(victim, out + '.errors')
+  code, err = _retry(capsys, out)
+  assert code == 2 and 'is a link' in err, err
+  assert victim.read_bytes() == files['result.txt.errors']
+  os.remove(out + '.errors')
+  os.rename(tmp_path / 'kept.errors', out + '.errors')
   # The job's files changed, or its list did.
   with open(out + '.errors', 'ab') as f:
     f.write(b'x\n')

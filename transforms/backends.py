@@ -29,8 +29,15 @@ THRESHOLDS = {
 class TensorFlowBackend:
   name = TENSORFLOW
 
-  def __init__(self, model_path: str, spec):
+  def __init__(self, model_path: str, spec, threads: Optional[int] = None):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    if threads:
+      try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(
+            max(1, min(2, threads)))
+      except RuntimeError:
+        pass  # TF already initialised in this process: keep its settings
     self._tf = tf
     self._spec = spec
     self._module = tf.saved_model.load(model_path)
@@ -113,13 +120,37 @@ def streams_for(threads: int, batch_size: Optional[int]) -> int:
              if batch_size % d == 0)
 
 
-def _converted(ov, model_path: str) -> str:
-  """OpenVINO IR for the SavedModel, converted once per machine and version."""
+def _model_identity(model_path: str) -> tuple:
+  """This model directory as it is now (a rewritten model is another)."""
   pb = os.path.join(model_path, 'saved_model.pb')
   stat = os.stat(pb)
-  key = hashlib.sha256(repr((os.path.abspath(model_path), stat.st_size,
-                             stat.st_mtime_ns, ov.__version__)).encode()
-                       ).hexdigest()[:24]
+  return os.path.abspath(model_path), stat.st_size, stat.st_mtime_ns
+
+
+def verdict_key(model_path: str, spec, precision: str,
+                multilabel: bool) -> str:
+  """What `auto`'s first-batch verdict holds for: the model as it is, both
+  backends' versions, the precision and how scores are read."""
+  from importlib import metadata  # pylint: disable=import-outside-toplevel
+  from ev_predict.transforms import modelcache  # pylint: disable=import-outside-toplevel
+
+  def version(*names):
+    for name in names:
+      try:
+        return metadata.version(name)
+      except metadata.PackageNotFoundError:
+        continue
+    return None
+  return modelcache.fact_key(
+      _model_identity(model_path), version('openvino'),
+      version('tensorflow', 'tensorflow-cpu'), precision, multilabel,
+      spec.output_key, spec.signature_name, THRESHOLDS[precision], 1)
+
+
+def _converted(ov, model_path: str) -> str:
+  """OpenVINO IR for the SavedModel, converted once per machine and version."""
+  key = hashlib.sha256(repr((*_model_identity(model_path), ov.__version__)
+                            ).encode()).hexdigest()[:24]
   from ev_predict.transforms.modelcache import cache_root  # pylint: disable=import-outside-toplevel
   xml = os.path.join(cache_root(), f'openvino-{key}', 'model.xml')
   if not os.path.exists(xml):

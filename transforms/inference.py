@@ -7,6 +7,7 @@ for the common cases: uint8 [N,H,W,3] gets resized RGB pixels, float32
 [N,H,W,3] gets pixels scaled as documented, string [N] gets the encoded bytes.
 """
 import dataclasses
+import hashlib
 import logging
 import os
 import stat
@@ -22,7 +23,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from ev_predict.transforms import backends, progress
+from ev_predict.transforms import backends, modelcache, progress
 from ev_predict.transforms import record as rec
 from ev_predict.transforms.metrics import NAMESPACE, StageMetrics
 from ev_predict.transforms.record import Record
@@ -139,9 +140,6 @@ def inspect_saved_model(model_path: str, signature_name: str = 'serving_default'
                         image_size: Optional[Tuple[int, int]] = None,
                         output_key: Optional[str] = None) -> ModelSpec:
   """Reads the signature from saved_model.pb without loading any variables."""
-  from tensorflow.core.framework import types_pb2  # pylint: disable=import-outside-toplevel
-  from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=import-outside-toplevel
-
   pb_path = _join(model_path, 'saved_model.pb')
   try:
     raw = _read_bytes(pb_path)
@@ -149,32 +147,24 @@ def inspect_saved_model(model_path: str, signature_name: str = 'serving_default'
     raise ModelError(
         f'no SavedModel at {model_path} (cannot read saved_model.pb: '
         f'{type(e).__name__})') from e
-  saved = saved_model_pb2.SavedModel()
-  try:
-    saved.ParseFromString(raw)
-  except Exception as e:  # pylint: disable=broad-except
-    raise ModelError(f'{pb_path} is not a SavedModel protobuf') from e
-  graphs = [g for g in saved.meta_graphs if 'serve' in g.meta_info_def.tags] \
-      or list(saved.meta_graphs)
-  signatures = {}
-  for graph in graphs:
-    signatures.update(graph.signature_def)
+  signatures = _signatures(raw, pb_path)
   if signature_name not in signatures:
     raise ModelError(
         f'model has no signature {signature_name!r}; it has '
         f'{sorted(signatures) or "none"} (set -Dsignature_name)')
   sig = signatures[signature_name]
-  if len(sig.inputs) != 1:
+  if len(sig['inputs']) != 1:
     raise ModelError(
-        f'signature {signature_name!r} takes {len(sig.inputs)} inputs '
-        f'({sorted(sig.inputs)}); a classifier needs exactly one image input')
-  input_name, info = next(iter(sig.inputs.items()))
-  dims = [d.size for d in info.tensor_shape.dim]
-  if info.dtype == types_pb2.DT_STRING:
+        f'signature {signature_name!r} takes {len(sig["inputs"])} inputs '
+        f'({sorted(sig["inputs"])}); a classifier needs exactly one image '
+        'input')
+  input_name, info = next(iter(sig['inputs'].items()))
+  dims = info['dims']
+  if info['dtype'] == 'DT_STRING':
     kind, height, width = STRING, None, None
-  elif info.dtype in (types_pb2.DT_UINT8, types_pb2.DT_FLOAT):
-    kind = UINT8 if info.dtype == types_pb2.DT_UINT8 else FLOAT
-    if info.tensor_shape.unknown_rank or len(dims) != 4 or dims[3] != 3:
+  elif info['dtype'] in ('DT_UINT8', 'DT_FLOAT'):
+    kind = UINT8 if info['dtype'] == 'DT_UINT8' else FLOAT
+    if info['unknown_rank'] or len(dims) != 4 or dims[3] != 3:
       raise ModelError(
           f'input {input_name!r} has shape {dims}; expected [N, H, W, 3]')
     height, width = dims[1], dims[2]
@@ -186,11 +176,10 @@ def inspect_saved_model(model_path: str, signature_name: str = 'serving_default'
           'set -Dimage_size=WIDTHxHEIGHT')
   else:
     raise ModelError(
-        f'input {input_name!r} has dtype '
-        f'{types_pb2.DataType.Name(info.dtype)}; supported: uint8, float32 '
-        'pixels [N,H,W,3] or string [N] encoded images')
+        f'input {input_name!r} has dtype {info["dtype"]}; supported: uint8, '
+        'float32 pixels [N,H,W,3] or string [N] encoded images')
 
-  outputs = dict(sig.outputs)
+  outputs = sig['outputs']
   if output_key:
     if output_key not in outputs:
       raise ModelError(f'no output {output_key!r}; outputs: {sorted(outputs)}')
@@ -205,10 +194,43 @@ def inspect_saved_model(model_path: str, signature_name: str = 'serving_default'
       raise ModelError(
           f'cannot tell which output holds class scores among '
           f'{sorted(outputs)}; name it probabilities or set -Doutput_key')
-  out_dims = [d.size for d in outputs[key].tensor_shape.dim]
+  out_dims = outputs[key]
   num_classes = out_dims[-1] if out_dims and out_dims[-1] > 0 else None
   return ModelSpec(signature_name, input_name, kind, height, width, key,
                    num_classes)
+
+
+def _signatures(raw: bytes, pb_path: str) -> Dict[str, dict]:
+  """The serving signatures of a saved_model.pb, as plain data: {name:
+  {inputs: {name: {dtype, dims, unknown_rank}}, outputs: {name: dims}}}.
+  Parsing needs TensorFlow's protobuf classes, whose import is TensorFlow's
+  (seconds); the answer is kept by the bytes' hash, so a warm start reads
+  it without TensorFlow."""
+  key = modelcache.fact_key(hashlib.sha256(raw).hexdigest(), 1)
+  known = modelcache.recall('signatures', key)
+  if isinstance(known, dict):
+    return known
+  from tensorflow.core.framework import types_pb2  # pylint: disable=import-outside-toplevel
+  from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=import-outside-toplevel
+  saved = saved_model_pb2.SavedModel()
+  try:
+    saved.ParseFromString(raw)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ModelError(f'{pb_path} is not a SavedModel protobuf') from e
+  graphs = [g for g in saved.meta_graphs if 'serve' in g.meta_info_def.tags] \
+      or list(saved.meta_graphs)
+  found = {}
+  for graph in graphs:
+    for name, sig in graph.signature_def.items():
+      found[name] = {
+          'inputs': {k: {'dtype': types_pb2.DataType.Name(v.dtype),
+                         'dims': [d.size for d in v.tensor_shape.dim],
+                         'unknown_rank': v.tensor_shape.unknown_rank}
+                     for k, v in sig.inputs.items()},
+          'outputs': {k: [d.size for d in v.tensor_shape.dim]
+                      for k, v in sig.outputs.items()}}
+  modelcache.remember('signatures', key, found)
+  return found
 
 
 def load_labels(model_path: str, label_map_path: Optional[str],
@@ -342,6 +364,20 @@ class LoadedModel:
     self._precision = precision
     self._candidate = None
     self._reference = None
+    self._verdict_key = None
+    requested = backend
+    if backend == backends.AUTO and not spec.encoded_input:
+      # A verdict this machine reached before for this exact model, these
+      # versions and this precision: no second backend to load (TensorFlow's
+      # import and load are most of a warm start).
+      self._verdict_key = backends.verdict_key(model_path, spec, precision,
+                                               multilabel)
+      verdict = modelcache.recall('verdicts', self._verdict_key)
+      if isinstance(verdict, dict) and isinstance(verdict.get('passes'), bool):
+        backend = backends.OPENVINO if verdict['passes'] else \
+            backends.TENSORFLOW
+        _LOG.info('backend: %s (this machine\'s verdict for this model: %s)',
+                  backend, verdict.get('stats'))
     if backend in (backends.OPENVINO, backends.AUTO) and not \
         spec.encoded_input:
       phase('converting to OpenVINO')
@@ -350,13 +386,14 @@ class LoadedModel:
                                                    precision, threads,
                                                    batch_size)
       except Exception as e:  # pylint: disable=broad-except
-        if backend == backends.OPENVINO:
+        if requested == backends.OPENVINO:
           raise
         _LOG.warning('OpenVINO cannot run this model (%s: %s); using '
                      'TensorFlow', type(e).__name__, str(e)[:200])
+        backend = backends.TENSORFLOW
     if backend != backends.OPENVINO:
       phase('loading model (TensorFlow)')
-      self._reference = backends.TensorFlowBackend(model_path, spec)
+      self._reference = backends.TensorFlowBackend(model_path, spec, threads)
     self.backend = None if self._undecided else self._chosen.name
 
   @property
@@ -378,7 +415,11 @@ class LoadedModel:
                                  self._normalise(candidate))
     except Exception as e:  # pylint: disable=broad-except
       stats = {'error': f'{type(e).__name__}: {e}'}
-    if 'error' not in stats and backends.passes(stats, self._precision):
+    passed = 'error' not in stats and backends.passes(stats, self._precision)
+    if self._verdict_key and 'error' not in stats:
+      modelcache.remember('verdicts', self._verdict_key,
+                          {'passes': passed, 'stats': stats})
+    if passed:
       self._reference = None
     else:
       _LOG.warning('OpenVINO disagrees with TensorFlow on the first batch '
@@ -480,14 +521,6 @@ class SavedModelHandler(ModelHandler[Record, Record, LoadedModel]):
     phase = (progress.reporter(self._progress_dir).phase
              if self._progress_dir else lambda _text: None)
     phase('loading model')
-    if self._threads:
-      import tensorflow as tf  # pylint: disable=import-outside-toplevel
-      try:
-        tf.config.threading.set_intra_op_parallelism_threads(self._threads)
-        tf.config.threading.set_inter_op_parallelism_threads(
-            max(1, min(2, self._threads)))
-      except RuntimeError:
-        pass  # TF already initialised in this process: keep its settings
     path = self._local_model_path(self._model_path) \
         if self._local_model_path else self._model_path
     return LoadedModel(path, self._spec, self._backend, self._precision,

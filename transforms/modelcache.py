@@ -66,3 +66,39 @@ def local_model_dir(path: str) -> str:
       shutil.rmtree(staging, ignore_errors=True)
       raise
   return target
+
+
+# Small facts about a model that cost an import of TensorFlow to learn (its
+# signatures; whether OpenVINO agrees with it), kept beside the converted
+# models so that a warm start needs neither (docs/performance.md, Start-up).
+# A fact that cannot be kept or read is simply learnt again.
+
+
+def recall(kind: str, key: str):
+  """A fact kept by remember(), or None."""
+  try:
+    with open(_fact_path(kind, key), encoding='utf-8') as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def remember(kind: str, key: str, value) -> None:
+  try:
+    path = _fact_path(kind, key)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f'{path}.tmp-{os.getpid()}'
+    with open(tmp, 'w', encoding='utf-8') as f:
+      json.dump(value, f)
+    os.replace(tmp, path)
+  except OSError:
+    pass
+
+
+def fact_key(*parts) -> str:
+  return hashlib.sha256(json.dumps(parts, default=str).encode('utf-8')
+                        ).hexdigest()[:32]
+
+
+def _fact_path(kind: str, key: str) -> str:
+  return os.path.join(cache_root(), kind, key + '.json')

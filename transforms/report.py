@@ -279,23 +279,62 @@ def line_items(path: str, ok: bool) -> Iterator[Item]:
   is an item of kind `unreadable`: counted, never a crash)."""
   f = _open(path)
   try:
-    for raw in f:
-      line = raw.rstrip(b'\r\n')
-      if not line.strip():
+    for head, tail in bounded_lines(f):
+      line = head.rstrip(b'\r') if tail is None else tail.rstrip(b'\r')
+      if tail is None and not line.strip():
         continue
       try:
+        # A line too long to hold (a base64 image): its JSON is at its end.
         value, part = merge.split_output_line(line)
         body = json.loads(part.decode('utf-8'))
         if not isinstance(body, dict):
           raise ValueError('not an object')
-      except (ValueError, UnicodeDecodeError):
-        yield Item(False, _label(line), None,
+      except (ValueError, UnicodeDecodeError, RecursionError):
+        yield Item(False, _label(head), None,
                    {'error': 'unreadable', 'message': 'a line of '
                     f'{path} that is not <input>,  <json>'})
         continue
-      yield Item(ok and 'error' not in body, _label(value), value, body)
+      if tail is not None:
+        value = None     # too long to keep for a thumbnail anyway
+      yield Item(ok and 'error' not in body, _label(head if value is None
+                                                    else value), value, body)
   finally:
     f.close()
+
+
+_HEAD = _KEEP        # bytes of a long line kept from its start ...
+_TAIL = 4 << 20      # ... and from its end (where its JSON is)
+
+
+def bounded_lines(f, chunk: int = 1 << 20) -> Iterator[tuple]:
+  """(line, None) per line, or (its first _HEAD bytes, its last _TAIL
+  bytes) for a longer one: a file with a 1 GiB line costs 8 MiB, not 1 GiB
+  (iterating a file reads a whole line first)."""
+  head, tail = bytearray(), None
+  while True:
+    block = f.read(chunk)
+    if not block:
+      break
+    start = 0
+    while True:
+      end = block.find(b'\n', start)
+      piece = block[start:end if end >= 0 else len(block)]
+      if tail is None:
+        head += piece
+        if len(head) > _HEAD + _TAIL:
+          tail = bytearray(head[-_TAIL:])
+          del head[_HEAD:]
+      else:
+        tail += piece
+        if len(tail) > 2 * _TAIL:
+          del tail[:-_TAIL]
+      if end < 0:
+        break
+      yield bytes(head), None if tail is None else bytes(tail[-_TAIL:])
+      head, tail = bytearray(), None
+      start = end + 1
+  if head or tail:
+    yield bytes(head), None if tail is None else bytes(tail[-_TAIL:])
 
 
 def table_items(path: str, ok: bool, result_column: str,

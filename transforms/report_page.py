@@ -15,7 +15,7 @@ import time
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from ev_predict.transforms.report import (BINS, MAX_CLASSES, Example, Stats,
-                                          Thumbnail)
+                                          Thumbnail, text)
 
 TOP_CLASSES = 50      # the histogram's bars; the rest are "other"
 EXAMPLE_CLASSES = 8   # classes shown with examples
@@ -75,6 +75,8 @@ def _num(value) -> str:
 
 
 def _field(key: str, value, cls: str = '') -> str:
+  if isinstance(value, str):
+    value = text(value, 2000)    # a summary on disk may hold anything
   raw = json.dumps(value) if not isinstance(value, str) else value
   return (f'<b data-field="{_e(key)}" data-value="{_e(raw)}"'
           f'{f" class={cls!r}" if cls else ""}>{_num(value)}</b>')
@@ -186,10 +188,10 @@ def _cards(summary: Mapping) -> str:
            ('processing_seconds', 'processing seconds', ''),
            ('resumed_lines', 'resumed lines', '')]
   out = []
-  for key, text, cls in cards:
+  for key, caption, cls in cards:
     if key in summary:
       out.append(f'<div class="card {cls}">{_field(key, summary[key])}'
-                 f'<span>{_e(text)}</span></div>')
+                 f'<span>{_e(caption)}</span></div>')
   return '<div class="cards">' + ''.join(out) + '</div>'
 
 
@@ -202,13 +204,16 @@ def _facts(summary: Mapping) -> str:
       rows.append(f'<tr><th>{_e(key)}</th><td class="mono">'
                   f'{_field(key, summary[key])}</td></tr>')
   for kind, n in sorted((summary.get('failed_by_kind') or {}).items()):
+    kind = text(kind, 60)
     rows.append(f'<tr><th>failed: {_e(kind)}</th><td class="mono">'
                 f'{_field("failed_by_kind." + kind, n)}</td></tr>')
   for backend, n in sorted((summary.get('backends') or {}).items()):
+    backend = text(backend, 60)
     rows.append(f'<tr><th>backend: {_e(backend)}</th><td class="mono">'
                 f'{_field("backends." + backend, n)}</td></tr>')
-  params = ''.join(f'<tr><th>-D{_e(k)}</th><td class="mono">{_e(v)}</td></tr>'
-                   for k, v in sorted((summary.get('parameters') or {}).items()))
+  params = ''.join(f'<tr><th>-D{_t(text(k, 100))}</th><td class="mono">'
+                   f'{_t(text(v, 2000))}</td></tr>' for k, v in
+                   sorted((summary.get('parameters') or {}).items()))
   return (f'<table>{"".join(rows)}</table><details><summary>parameters'
           f'</summary><table>{params}</table></details>')
 
@@ -319,7 +324,12 @@ def render(summary: Mapping, stats: Stats, output: str,
                      f'images</th></tr>{sets}</table><div class="chart">'
                      f'{_matrix(labels, stats.top_pairs(labels))}</div>'))
   sections.append(('Failures', _failures(stats)))
-  chart = _throughput((summary.get('timeline') or {}).get('points') or [])
+  try:
+    chart = _throughput((summary.get('timeline') or {}).get('points') or [])
+  except Exception as e:  # pylint: disable=broad-except
+    chart = None
+    warnings.append(f'the throughput chart could not be drawn '
+                    f'({type(e).__name__})')
   if chart:
     sections.append(('Throughput over the run', f'<div class="chart">{chart}'
                      '</div>'))
@@ -344,6 +354,7 @@ def render(summary: Mapping, stats: Stats, output: str,
       '\'none\'; img-src data:; style-src \'unsafe-inline\'">'
       f'<title>ev-predict report: {_e(output)}</title><style>{_CSS}</style>'
       '</head><body><header><h1>ev-predict run report</h1>'
-      f'<p class="mono">{_e(output)} · run {_e(summary.get("run_id", "?"))}'
+      f'<p class="mono">{_e(output)} · run '
+      f'{_e(text(summary.get("run_id", "?"), 100))}'
       f' · written {_e(generated)}</p></header><main>{banner}{body}</main>'
       '</body></html>')

@@ -16,8 +16,6 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from ev_predict.pipeline import parameters
 from ev_predict.transforms import storage
-from ev_predict.transforms.oss import io as oss_io
-from ev_predict.transforms.oss.client import OssSettings
 from ev_predict.transforms.oss.paths import PREFIX, parse_path
 
 
@@ -31,7 +29,15 @@ class OssOptions(PipelineOptions):
       p.add_to(parser)
 
 
-def settings_from(options) -> OssSettings:
+def _oss_io():
+  # oss2 (half a second to import) only when an oss:// path is used: Beam
+  # makes a file system of every registered scheme to look one up.
+  from ev_predict.transforms.oss import io as oss_io  # pylint: disable=import-outside-toplevel
+  return oss_io
+
+
+def settings_from(options):
+  from ev_predict.transforms.oss.client import OssSettings  # pylint: disable=import-outside-toplevel
   if options is None:
     return OssSettings()
   if isinstance(options, dict):
@@ -42,11 +48,18 @@ def settings_from(options) -> OssSettings:
 
 class OssFileSystem(FileSystem, storage.Storage):
 
-  CHUNK_SIZE = oss_io.MAX_DELETE_BATCH
+  CHUNK_SIZE = 1000   # objects per DeleteObjects request (oss_io's too)
 
   def __init__(self, pipeline_options):
     super().__init__(pipeline_options)
-    self._io = oss_io.OssIO(settings_from(pipeline_options))
+    self._options = pipeline_options
+    self._client_io = None
+
+  @property
+  def _io(self):
+    if self._client_io is None:
+      self._client_io = _oss_io().OssIO(settings_from(self._options))
+    return self._client_io
 
   @classmethod
   def scheme(cls):
@@ -89,11 +102,11 @@ class OssFileSystem(FileSystem, storage.Storage):
       # Large reads go in part-sized ranges, small ones through a buffer:
       # each range is one GET.
       raw = io.BufferedReader(
-          DownloaderStream(oss_io.OssDownloader(self._io, path),
-                           read_buffer_size=oss_io.PART_SIZE, mode=mode),
+          DownloaderStream(_oss_io().OssDownloader(self._io, path),
+                           read_buffer_size=_oss_io().PART_SIZE, mode=mode),
           buffer_size=1 << 20)
     else:
-      raw = UploaderStream(oss_io.OssUploader(self._io, path, mime_type),
+      raw = UploaderStream(_oss_io().OssUploader(self._io, path, mime_type),
                            mode=mode)
     if compression_type == CompressionTypes.UNCOMPRESSED:
       return raw
@@ -185,7 +198,7 @@ class OssFileSystem(FileSystem, storage.Storage):
     if all(s.startswith(PREFIX) for s in sources):
       sizes = [self._io.stat(s).size for s in sources]
       nonempty = [(s, n) for s, n in zip(sources, sizes) if n]
-      if nonempty and oss_io.OssIO.can_compose([n for _, n in nonempty]):
+      if nonempty and _oss_io().OssIO.can_compose([n for _, n in nonempty]):
         self._io.compose([s for s, _ in nonempty], target,
                          [n for _, n in nonempty])
         return True   # a multipart completion is atomic

@@ -1,7 +1,6 @@
 """The ceilings (a-c in bench.run's docstring): the model alone on
 pre-decoded batches, fetch + decode alone, and the shared-core ceiling they
 imply. The child_* functions run in child processes (bench.child)."""
-import os
 import time
 from pathlib import Path
 
@@ -245,9 +244,8 @@ def child_minimal_decode(arg: dict) -> dict:
 
 def child_loop(arg: dict) -> dict:
   """One side of the interference ceiling: the model at its best batch, or
-  the minimal decode on one thread per core (at nice 19, as ev-predict runs
-  its decodes), free-running from start_at for seconds, in its own process
-  while the other side runs in another."""
+  the minimal decode on `threads` threads, free-running from start_at for
+  seconds, in its own process while the other side runs in another."""
   import concurrent.futures  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   if arg['side'] == 'model':
@@ -258,10 +256,10 @@ def child_loop(arg: dict) -> dict:
     pool = None
   else:
     from bench.peers import minimal_decode  # pylint: disable=import-outside-toplevel
-    os.nice(19)
+    threads = arg.get('threads', CORES)
     paths, _ = _corpus_bytes(arg['filelist'])
-    pool = concurrent.futures.ThreadPoolExecutor(CORES)
-    chunk = (paths * (1 + 4 * CORES // len(paths)))[:4 * CORES]
+    pool = concurrent.futures.ThreadPoolExecutor(threads)
+    chunk = (paths * (1 + 4 * threads // len(paths)))[:4 * threads]
     list(pool.map(minimal_decode, chunk))
     step, per_call = (lambda: list(pool.map(minimal_decode, chunk))), \
         len(chunk)

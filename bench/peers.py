@@ -135,11 +135,17 @@ def child_ray(arg: dict) -> dict:
   ev-predict runs it)."""
   os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
   import ray  # pylint: disable=import-outside-toplevel
+  import tempfile  # pylint: disable=import-outside-toplevel
+  # Ray's sockets live in its temp dir, whose path must fit AF_UNIX's 107
+  # bytes: not under the checkout.
   ray.init(num_cpus=CORES, include_dashboard=False, log_to_driver=False,
-           _temp_dir=arg['scratch'], configure_logging=False)
+           _temp_dir=tempfile.mkdtemp(prefix='ray-', dir='/tmp'),
+           configure_logging=False)
   paths = [l for l in Path(arg['filelist']).read_text().split('\n') if l]
   ds = ray.data.from_items([{'path': p} for p in paths])
-  ds = ds.map_batches(_ray_decode, batch_size=BATCH)
+  # Decode tasks of half a core each: they run beside the actor (one core)
+  # instead of being fused into it, which Ray does for equal requests.
+  ds = ds.map_batches(_ray_decode, batch_size=BATCH, num_cpus=0.5)
   ds = ds.map_batches(_RayModel, fn_constructor_args=(
       arg['model'], arg['backend'], CORES), batch_size=BATCH,
                       concurrency=1, num_cpus=1)

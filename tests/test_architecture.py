@@ -122,8 +122,9 @@ def test_a_cycle_is_found(tmp_path):
                             'ev_predict.transforms.c']]
 
 
-def _python(code, *args):
+def _python(code, *args, **extra_env):
   env = {k: v for k, v in os.environ.items() if k not in _RUNTIME_ENV}
+  env.update(extra_env)
   proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code), *args],
                         env=env, cwd=ROOT, capture_output=True, text=True,
                         timeout=300, check=False)
@@ -168,10 +169,13 @@ _MAIN = '''
 def test_main_sets_the_environment_before_tensorflow(tmp_path, model_dirs):
   listing = tmp_path / 'list.txt'
   listing.write_text('x.jpg\n')
+  # A fresh model cache: the signatures are parsed (TensorFlow imported),
+  # not recalled.
   seen = _python(_MAIN, f'-Dmodel_path={model_dirs["uint8"]}',
                  f'-Dinput_oss_file={listing}',
                  f'-Doutput_oss_file={tmp_path / "out.txt"}',
-                 '-Dsignature_name=nope')
+                 '-Dsignature_name=nope',
+                 EV_PREDICT_CACHE=str(tmp_path / 'cache'))
   quiet = {'CUDA_VISIBLE_DEVICES': '', **_QUIET}
   # The model was read (TensorFlow loaded) and its signature refused.
   assert seen == {'code': 2, 'at_import': quiet, 'after': quiet}

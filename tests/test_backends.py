@@ -180,3 +180,10 @@ def test_a_warm_start_remembers_the_verdict_and_skips_tensorflow(
   again = job('again')
   assert again[:2] == (True, {'openvino-f32': 10}) and again[2] == cold[2]
   assert len(list(tmp_path.glob('cache/verdicts/*.json'))) == 2
+  # So is one with new weights and the same graph (saved_model.pb as it
+  # was): converted and judged again, never the old weights' IR.
+  weights = next((model / 'variables').glob('variables.data-*'))
+  os.utime(weights, ns=(2, 2))
+  assert job('weights')[0] is True
+  assert len(list(tmp_path.glob('cache/verdicts/*.json'))) == 3
+  assert len(list(tmp_path.glob('cache/openvino-*/model.xml'))) == 3

@@ -121,10 +121,18 @@ def streams_for(threads: int, batch_size: Optional[int]) -> int:
 
 
 def _model_identity(model_path: str) -> tuple:
-  """This model directory as it is now (a rewritten model is another)."""
-  pb = os.path.join(model_path, 'saved_model.pb')
-  stat = os.stat(pb)
-  return os.path.abspath(model_path), stat.st_size, stat.st_mtime_ns
+  """This model directory as it is now: every file's name, size and time.
+  New weights under variables/ with the graph's saved_model.pb untouched
+  (a fine-tuned model copied in) are another model: the converted IR holds
+  the weights, and the verdict was on them."""
+  files = []
+  for folder, _, names in os.walk(model_path):
+    for name in names:
+      path = os.path.join(folder, name)
+      stat = os.stat(path)
+      files.append((os.path.relpath(path, model_path), stat.st_size,
+                    stat.st_mtime_ns))
+  return os.path.abspath(model_path), tuple(sorted(files))
 
 
 def verdict_key(model_path: str, spec, precision: str,

@@ -345,11 +345,14 @@ TABLE: Tuple[Parameter, ...] = (
       doc='`auto`: OpenVINO reading the same SavedModel when it converts and '
       'its first-batch probabilities agree with TensorFlow\'s (max |Δprob| ≤ '
       '1e-4 and the same argmax in f32), else TensorFlow; `tensorflow`; '
-      '`openvino`. The verdict is kept per machine for this exact model '
-      '(its saved_model.pb\'s size and time), both versions and the '
-      'precision, so a later job of it loads one backend only and never '
-      'imports TensorFlow when OpenVINO agreed. The summary\'s `backends` '
-      'says which ran, per image count'),
+      '`openvino`. A verdict reached on 8 or more different images is kept '
+      'in the model cache (`~/.cache/ev-predict/models/verdicts`; delete it '
+      'to judge again), keyed by every model file (name, size, times, '
+      'inode), both versions, the CPU, the precision, the signature as read '
+      'and the batch split; a later job of the same model loads one backend '
+      'only (no TensorFlow import when OpenVINO agreed), and falls back to '
+      'TensorFlow if OpenVINO fails on its first batch. The summary\'s '
+      '`backends` says which ran, per image count'),
     P('precision', CHOICE, 'inference', default='f32', choices=('f32', 'bf16'),
       help='OpenVINO precision: `f32`, or `bf16` where it is measured to '
       'agree'),

@@ -187,3 +187,50 @@ def test_a_warm_start_remembers_the_verdict_and_skips_tensorflow(
   assert job('weights')[0] is True
   assert len(list(tmp_path.glob('cache/verdicts/*.json'))) == 3
   assert len(list(tmp_path.glob('cache/openvino-*/model.xml'))) == 3
+
+
+def test_a_kept_verdict_needs_eight_images_and_yields_to_a_failure(
+    tmp_path, model_dirs, images, monkeypatch):
+  """A first batch of one image padded is no verdict to keep; a kept one
+  whose OpenVINO then fails on the first batch hands over to TensorFlow
+  (the answer a judged first batch would have given) and is dropped."""
+  from ev_predict.transforms import inference  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv('EV_PREDICT_CACHE', str(tmp_path / 'cache'))
+  model = model_dirs['keras']
+  spec = inference.inspect_saved_model(model)
+  pixels = np.stack([decode_image(open(p, 'rb').read(), SIZE)
+                     for p in images[:8]])
+  one = inference.LoadedModel(model, spec, 'auto', batch_size=8)
+  one.predict(np.stack([pixels[0]] * 8))
+  assert not list(tmp_path.glob('cache/verdicts/*.json'))
+  eight = inference.LoadedModel(model, spec, 'auto', batch_size=8)
+  want = eight.predict(pixels)
+  assert eight.backend == 'openvino-f32'
+  kept, = tmp_path.glob('cache/verdicts/*.json')
+  recalled = inference.LoadedModel(model, spec, 'auto', batch_size=8)
+  assert recalled.backend == 'openvino-f32'
+
+  def broken(batch):
+    raise RuntimeError('the IR no longer fits')
+  monkeypatch.setattr(recalled._candidate, 'scores', broken)  # pylint: disable=protected-access
+  got = recalled.predict(pixels)
+  assert recalled.backend == 'tensorflow' and not kept.exists()
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_a_kept_signature_of_the_wrong_shape_is_learnt_again(
+    tmp_path, model_dirs, monkeypatch):
+  import hashlib  # pylint: disable=import-outside-toplevel
+  from ev_predict.transforms import inference, modelcache  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv('EV_PREDICT_CACHE', str(tmp_path / 'cache'))
+  model = model_dirs['uint8']
+  want = inference.inspect_saved_model(model)
+  raw = (Path(model) / 'saved_model.pb').read_bytes()
+  key = modelcache.fact_key(hashlib.sha256(raw).hexdigest(), 1)
+  path = tmp_path / 'cache' / 'signatures' / f'{key}.json'
+  for bad in ('{"serving_default": {}}', '{"serving_default": {"inputs": [],'
+              ' "outputs": {}}}', '[' * 100000, '{"x": {"inputs": {"a": '
+              '{"dtype": "DT_UINT8", "dims": null, "unknown_rank": false}}, '
+              '"outputs": {}}}'):
+    path.write_text(bad)
+    assert inference.inspect_saved_model(model) == want

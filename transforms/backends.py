@@ -121,26 +121,33 @@ def streams_for(threads: int, batch_size: Optional[int]) -> int:
 
 
 def _model_identity(model_path: str) -> tuple:
-  """This model directory as it is now: every file's name, size and time.
-  New weights under variables/ with the graph's saved_model.pb untouched
-  (a fine-tuned model copied in) are another model: the converted IR holds
-  the weights, and the verdict was on them."""
-  files = []
-  for folder, _, names in os.walk(model_path):
+  """This model directory as it is now: every file's name, size, times and
+  inode, through linked folders. New weights under variables/ with the
+  graph's saved_model.pb untouched (a fine-tuned model copied in) are
+  another model: the converted IR holds the weights, and the verdict was on
+  them. ctime and the inode change with any rewrite, even one that keeps
+  the size and the mtime (cp -p, rsync -a, fixed build timestamps)."""
+  files, seen = [], set()
+  for folder, dirs, names in os.walk(model_path, followlinks=True):
+    real = os.path.realpath(folder)
+    if real in seen:          # a link loop
+      dirs[:] = []
+      continue
+    seen.add(real)
     for name in names:
       path = os.path.join(folder, name)
-      stat = os.stat(path)
-      files.append((os.path.relpath(path, model_path), stat.st_size,
-                    stat.st_mtime_ns))
-  return os.path.abspath(model_path), tuple(sorted(files))
+      try:
+        st = os.stat(path)
+        files.append((os.path.relpath(path, model_path), st.st_size,
+                      st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
+      except OSError:         # a dangling link, a file gone meanwhile
+        files.append((os.path.relpath(path, model_path), None))
+  return os.path.abspath(model_path), tuple(sorted(files, key=repr))
 
 
-def verdict_key(model_path: str, spec, precision: str,
-                multilabel: bool) -> str:
-  """What `auto`'s first-batch verdict holds for: the model as it is, both
-  backends' versions, the precision and how scores are read."""
+def _versions() -> tuple:
+  """Both backends' versions, without importing either (None: unknown)."""
   from importlib import metadata  # pylint: disable=import-outside-toplevel
-  from ev_predict.transforms import modelcache  # pylint: disable=import-outside-toplevel
 
   def version(*names):
     for name in names:
@@ -149,10 +156,55 @@ def verdict_key(model_path: str, spec, precision: str,
       except metadata.PackageNotFoundError:
         continue
     return None
+  return (version('openvino', 'openvino-nightly'),
+          version('tensorflow', 'tensorflow-cpu', 'tensorflow-intel',
+                  'intel-tensorflow', 'tensorflow-aarch64', 'tf-nightly',
+                  'tensorflow-macos'))
+
+
+def _cpu() -> str:
+  """This machine's CPU, as the kernels both backends pick depend on it (a
+  cache on a home shared by other machines must not carry a verdict
+  there)."""
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:
+      text = f.read(1 << 20)
+  except OSError:
+    return platform_machine()
+  fields = {}
+  for line in text.splitlines():
+    key, _, value = line.partition(':')
+    fields.setdefault(key.strip(), value.strip())
+  return repr((fields.get('model name'), fields.get('flags'),
+               platform_machine()))
+
+
+def platform_machine() -> str:
+  import platform  # pylint: disable=import-outside-toplevel
+  return platform.machine()
+
+
+def verdict_key(model_path: str, spec, precision: str, multilabel: bool,
+                threads: Optional[int], batch_size: Optional[int]
+                ) -> Optional[str]:
+  """What `auto`'s first-batch verdict holds for: the model as it is (its
+  files and its signature as this job reads it), both backends' versions,
+  this CPU, the precision and thresholds, how scores are read, and how the
+  batch is split into streams. None: not to be kept (a version unknown)."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  from ev_predict.transforms import modelcache  # pylint: disable=import-outside-toplevel
+  versions = _versions()
+  if None in versions:
+    return None
   return modelcache.fact_key(
-      _model_identity(model_path), version('openvino'),
-      version('tensorflow', 'tensorflow-cpu'), precision, multilabel,
-      spec.output_key, spec.signature_name, THRESHOLDS[precision], 1)
+      _model_identity(model_path), versions, _cpu(), precision, multilabel,
+      dataclasses.astuple(spec), threads or os.cpu_count(), batch_size,
+      THRESHOLDS[precision], 2)
+
+
+# A verdict is kept only when the batch it was reached on had this many
+# different images (a 1-image job's batch is one image padded).
+VERDICT_IMAGES = 8
 
 
 def _converted(ov, model_path: str) -> str:

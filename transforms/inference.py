@@ -208,7 +208,7 @@ def _signatures(raw: bytes, pb_path: str) -> Dict[str, dict]:
   it without TensorFlow."""
   key = modelcache.fact_key(hashlib.sha256(raw).hexdigest(), 1)
   known = modelcache.recall('signatures', key)
-  if isinstance(known, dict):
+  if _signatures_shaped(known):
     return known
   from tensorflow.core.framework import types_pb2  # pylint: disable=import-outside-toplevel
   from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=import-outside-toplevel
@@ -223,7 +223,7 @@ def _signatures(raw: bytes, pb_path: str) -> Dict[str, dict]:
   for graph in graphs:
     for name, sig in graph.signature_def.items():
       found[name] = {
-          'inputs': {k: {'dtype': types_pb2.DataType.Name(v.dtype),
+          'inputs': {k: {'dtype': _dtype_name(types_pb2, v.dtype),
                          'dims': [d.size for d in v.tensor_shape.dim],
                          'unknown_rank': v.tensor_shape.unknown_rank}
                      for k, v in sig.inputs.items()},
@@ -231,6 +231,30 @@ def _signatures(raw: bytes, pb_path: str) -> Dict[str, dict]:
                       for k, v in sig.outputs.items()}}
   modelcache.remember('signatures', key, found)
   return found
+
+
+def _dtype_name(types_pb2, value: int) -> str:
+  try:
+    return types_pb2.DataType.Name(value)
+  except ValueError:          # a dtype newer than this TensorFlow
+    return f'DT_{value}'
+
+
+def _signatures_shaped(known) -> bool:
+  """A kept signature list as _signatures writes it (else learnt again)."""
+  def dims(d):
+    return isinstance(d, list) and all(
+        isinstance(n, int) and not isinstance(n, bool) for n in d)
+  try:
+    return isinstance(known, dict) and all(
+        isinstance(sig['inputs'], dict) and isinstance(sig['outputs'], dict)
+        and all(isinstance(i['dtype'], str) and dims(i['dims']) and
+                isinstance(i['unknown_rank'], bool)
+                for i in sig['inputs'].values())
+        and all(dims(o) for o in sig['outputs'].values())
+        for sig in known.values())
+  except (KeyError, TypeError, AttributeError):
+    return False
 
 
 def load_labels(model_path: str, label_map_path: Optional[str],
@@ -365,17 +389,24 @@ class LoadedModel:
     self._candidate = None
     self._reference = None
     self._verdict_key = None
+    self._recalled = False       # OpenVINO chosen by a kept verdict
+    self._fallback = (model_path, spec, threads)
     requested = backend
     if backend == backends.AUTO and not spec.encoded_input:
       # A verdict this machine reached before for this exact model, these
-      # versions and this precision: no second backend to load (TensorFlow's
+      # versions and settings: no second backend to load (TensorFlow's
       # import and load are most of a warm start).
-      self._verdict_key = backends.verdict_key(model_path, spec, precision,
-                                               multilabel)
-      verdict = modelcache.recall('verdicts', self._verdict_key)
+      try:
+        self._verdict_key = backends.verdict_key(
+            model_path, spec, precision, multilabel, threads, batch_size)
+      except Exception:  # pylint: disable=broad-except
+        self._verdict_key = None  # judged again, as before the cache
+      verdict = modelcache.recall('verdicts', self._verdict_key) \
+          if self._verdict_key else None
       if isinstance(verdict, dict) and isinstance(verdict.get('passes'), bool):
         backend = backends.OPENVINO if verdict['passes'] else \
             backends.TENSORFLOW
+        self._recalled = verdict['passes']
         _LOG.info('backend: %s (this machine\'s verdict for this model: %s)',
                   backend, verdict.get('stats'))
     if backend in (backends.OPENVINO, backends.AUTO) and not \
@@ -394,6 +425,7 @@ class LoadedModel:
     if backend != backends.OPENVINO:
       phase('loading model (TensorFlow)')
       self._reference = backends.TensorFlowBackend(model_path, spec, threads)
+    self._recalled = self._recalled and self._candidate is not None
     self.backend = None if self._undecided else self._chosen.name
 
   @property
@@ -406,6 +438,8 @@ class LoadedModel:
 
   def scores(self, batch: np.ndarray) -> np.ndarray:
     """Raw output rows for a batch of model inputs (already scaled)."""
+    if self._recalled:
+      return self._first_recalled(batch)
     if not self._undecided:
       return self._chosen.scores(batch)
     reference = self._reference.scores(batch)
@@ -416,7 +450,9 @@ class LoadedModel:
     except Exception as e:  # pylint: disable=broad-except
       stats = {'error': f'{type(e).__name__}: {e}'}
     passed = 'error' not in stats and backends.passes(stats, self._precision)
-    if self._verdict_key and 'error' not in stats:
+    if self._verdict_key and 'error' not in stats and \
+        len(np.unique(batch.reshape(len(batch), -1), axis=0)) >= \
+        backends.VERDICT_IMAGES:
       modelcache.remember('verdicts', self._verdict_key,
                           {'passes': passed, 'stats': stats})
     if passed:
@@ -429,6 +465,24 @@ class LoadedModel:
     _LOG.info('backend: %s (%s)', self.backend, stats)
     # This batch's answer comes from the chosen backend, like every other.
     return candidate if self._candidate else reference
+
+  def _first_recalled(self, batch: np.ndarray) -> np.ndarray:
+    """The first batch of OpenVINO chosen by a kept verdict: should it fail
+    (what the verdict was on no longer holds), TensorFlow takes over, as
+    it would have on a first batch judged here."""
+    self._recalled = False
+    try:
+      return self._candidate.scores(batch)
+    except Exception as e:  # pylint: disable=broad-except
+      _LOG.warning('OpenVINO failed on the first batch (%s: %s); using '
+                   'TensorFlow', type(e).__name__, str(e)[:200])
+      model_path, spec, threads = self._fallback
+      self._reference = backends.TensorFlowBackend(model_path, spec, threads)
+      self._candidate = None
+      self.backend = self._reference.name
+      if self._verdict_key:
+        modelcache.forget('verdicts', self._verdict_key)
+      return self._reference.scores(batch)
 
   def predict(self, batch: np.ndarray) -> np.ndarray:
     scores = self.scores(batch)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 
 from apache_beam.io.filesystem import CompressionTypes
@@ -77,20 +78,39 @@ def local_model_dir(path: str) -> str:
 def recall(kind: str, key: str):
   """A fact kept by remember(), or None."""
   try:
-    with open(_fact_path(kind, key), encoding='utf-8') as f:
-      return json.load(f)
-  except (OSError, ValueError):
+    path = _fact_path(kind, key)
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+      return None             # never open a FIFO or follow a link here
+    with open(path, encoding='utf-8') as f:
+      return json.loads(f.read(1 << 20))
+  except (OSError, ValueError, RecursionError):
     return None
 
 
 def remember(kind: str, key: str, value) -> None:
+  tmp = None
   try:
     path = _fact_path(kind, key)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
+    fd, tmp = tempfile.mkstemp(prefix=f'{key}.tmp-',
+                               dir=os.path.dirname(path))
+    with os.fdopen(fd, 'w', encoding='utf-8') as f:
       json.dump(value, f)
     os.replace(tmp, path)
+    tmp = None
+  except OSError:
+    pass
+  finally:
+    if tmp:
+      try:
+        os.unlink(tmp)
+      except OSError:
+        pass
+
+
+def forget(kind: str, key: str) -> None:
+  try:
+    os.unlink(_fact_path(kind, key))
   except OSError:
     pass
 

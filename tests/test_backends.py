@@ -84,6 +84,50 @@ def test_openvino_streams_split_batches_without_changing_results(model_dirs,
                              atol=1e-6)
 
 
+_PINNED = r"""
+import os, sys, threading, time
+import numpy as np
+from ev_predict.transforms import backends, inference
+spec = inference.inspect_saved_model(sys.argv[1])
+model = backends.OpenVinoBackend(sys.argv[1], spec, threads=int(sys.argv[2]),
+                                 batch_size=8)
+batch = np.zeros((8, spec.height, spec.width, 3), np.uint8)
+stop = False
+def run():
+  while not stop:
+    model.scores(batch)
+worker = threading.Thread(target=run)
+worker.start()
+narrowest = len(os.sched_getaffinity(0))
+for _ in range(100):   # OpenVINO pins a thread only while it infers
+  time.sleep(0.01)
+  for tid in os.listdir('/proc/self/task'):
+    try:
+      narrowest = min(narrowest, len(os.sched_getaffinity(int(tid))))
+    except OSError:
+      pass
+stop = True
+worker.join()
+print(narrowest)
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason='needs 2 cores')
+def test_a_worker_with_fewer_threads_than_cores_does_not_pin(model_dirs):
+  # OpenVINO pins its threads to the first cores whoever else runs there:
+  # two single-threaded workers (-Dnum_worker=2 on 2 cores) both landed on
+  # core 0 and made half the images per second. A process with a core per
+  # thread may pin.
+  def narrowest(threads):
+    run = subprocess.run([sys.executable, '-c', _PINNED, model_dirs['keras'],
+                          str(threads)], capture_output=True, text=True,
+                         timeout=120, env=dict(os.environ,
+                                               OPENVINO_TELEMETRY='0'))
+    assert run.returncode == 0, run.stderr[-2000:]
+    return int(run.stdout.split()[-1])
+  assert narrowest(1) == len(os.sched_getaffinity(0))
+
+
 def test_agreement_rule():
   ref = np.array([[0.7, 0.3], [0.4, 0.6]], np.float32)
   assert backends.passes(backends.agreement(ref, ref + 5e-5), 'f32')

@@ -132,7 +132,10 @@ def test_multilabel_job_matches_the_signature(tmp_path, multilabel_models,
         (models.SIZE, models.SIZE)))[None]
     direct = models.direct_call(model, pixels)[0]
     expected = _sigmoid(direct) if kind == 'logits' else direct
-    np.testing.assert_allclose(body['probs'], expected, rtol=1e-6, atol=1e-7)
+    # OpenVINO's f32 sums in another order than TensorFlow: 2.1e-6 relative
+    # on one CPU here, under 1e-6 on another. A wrong activation or class
+    # order is off by orders of magnitude more.
+    np.testing.assert_allclose(body['probs'], expected, rtol=1e-5, atol=1e-6)
     assert body['predictions'] == [bool(p > 0.5) for p in body['probs']]
     assert body['classes'] == [i for i, on in enumerate(body['predictions'])
                                if on]

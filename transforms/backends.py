@@ -77,7 +77,12 @@ class OpenVinoBackend:
               'INFERENCE_NUM_THREADS': threads,
               'PERFORMANCE_HINT': 'THROUGHPUT' if self._streams > 1 else
                                   'LATENCY',
-              'NUM_STREAMS': self._streams}
+              'NUM_STREAMS': self._streams,
+              # OpenVINO pins its threads to the first cores, whoever else
+              # runs there: two single-threaded workers on one machine both
+              # landed on core 0 (0.52 x the img/s unpinned; bench.wave2's
+              # workers part). Only a process that has every core may pin.
+              'ENABLE_CPU_PINNING': threads >= (os.cpu_count() or 1)}
     self._compiled = core.compile_model(model, 'CPU', config)
     self._output = self._compiled.outputs[
         [i for i, o in enumerate(self._compiled.outputs)

@@ -80,8 +80,9 @@ class OpenVinoBackend:
               'NUM_STREAMS': self._streams,
               # OpenVINO pins its threads to the first cores, whoever else
               # runs there: two single-threaded workers on one machine both
-              # landed on core 0 (0.52 x the img/s unpinned; bench.wave2's
-              # workers part). Only a process that has every core may pin.
+              # landed on core 0, 42 img/s each against 81 unpinned
+              # (docs/performance.md, "Levers"). Only a process that has
+              # every core may pin.
               'ENABLE_CPU_PINNING': threads >= (os.cpu_count() or 1)}
     self._compiled = core.compile_model(model, 'CPU', config)
     self._output = self._compiled.outputs[

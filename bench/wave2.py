@@ -26,16 +26,20 @@ JPEGs of 2-4 MB, bench.corpus.ensure_phone_corpus):
   once in two processes, equal priority, no Beam: min(model img/s, decode
   img/s) while both run, the decode on one thread or one per core (the
   better);
-* ev-predict (default: OpenVINO), ``-Dbackend=tensorflow``, and a null model
-  (bench.models' tiny SavedModel: the pipeline's own overhead), against the
-  ceilings;
+* ev-predict (default: OpenVINO), ``-Dnum_worker=<cores>``,
+  ``-Dbackend=tensorflow``, and a null model (bench.models' tiny SavedModel:
+  the pipeline's own overhead), against the ceilings;
 * peers (bench.peers): Spark predict_batch_udf and Ray Data, each on
   OpenVINO and TensorFlow, their start-up (intercept), and their classes
   against ev-predict's, image by image, on a model whose answer depends on
-  the pixels (bench.models' mobilenetv2-pixels);
+  the pixels (bench.models' mobilenetv2-pixels). Peers and ev-predict's
+  configurations run --peer-repeats times per size and the fastest counts;
+  a peer whose slope is above its backend's shared-core ceiling is flagged
+  (start-up noise) and left out of the ratios;
 * GIL: py-spy ``--gil`` samples of ev-predict at both sizes; the marginal
   GIL-held ms per image and the rate one process could reach if the GIL were
-  its only limit.
+  its only limit; once with every core busy, once where no thread waits for
+  a core (null model, one decode thread: see gil()).
 
 Once: start-up (command to the end of a 1-image job with warm caches, and
 its parts) and -Dnum_worker=2 against one worker on the same cores.

@@ -424,6 +424,13 @@ def _plausible(c: dict, key: str, rate: float) -> bool:
   return not ceiling or rate <= 1.05 * ceiling
 
 
+def _peer_rates(c: dict, backend: str) -> dict:
+  """The peers' marginal img/s on backend, the implausible ones left out."""
+  return {k: v['marginal_img_s'] for k, v in (c.get('peers') or {}).items()
+          if k.endswith(backend) and 'marginal_img_s' in v and
+          _plausible(c, k, v['marginal_img_s'])}
+
+
 def ratios(c: dict) -> dict:
   out = {}
   ev = (c.get('ev_predict') or {}).get('marginal_img_s')
@@ -437,9 +444,7 @@ def ratios(c: dict) -> dict:
         c['decode']['minimal_per_core']['img_s'] * CORES)
   for backend, ours in (('openvino', ev), ('tensorflow', (
       c.get('ev_predict_tensorflow') or {}).get('marginal_img_s'))):
-    peers = {k: v['marginal_img_s'] for k, v in (c.get('peers') or {}).items()
-             if k.endswith(backend) and 'marginal_img_s' in v and
-             _plausible(c, k, v['marginal_img_s'])}
+    peers = _peer_rates(c, backend)
     if ours and peers:
       best = max(peers, key=peers.get)
       out[f'ev_over_best_peer_{backend}'] = ours / peers[best]
@@ -449,9 +454,7 @@ def ratios(c: dict) -> dict:
     out['workers_over_one_worker'] = workers / ev
     if 'shared_core_openvino' in c:
       out['workers_over_shared_core'] = workers / c['shared_core_openvino']
-    peers = {k: v['marginal_img_s'] for k, v in (c.get('peers') or {}).items()
-             if k.endswith('openvino') and 'marginal_img_s' in v and
-             _plausible(c, k, v['marginal_img_s'])}
+    peers = _peer_rates(c, 'openvino')
     if peers:
       out['workers_over_best_peer_openvino'] = workers / max(peers.values())
   return out
@@ -497,10 +500,9 @@ def render(r: dict) -> str:
         lines.append(f'| {key} | - | | {fig["error"]} |')
         continue
       a = fig['agreement']
-      ceiling = c.get(f'shared_core_{key.split("-")[-1]}')
-      odd = (' **above its shared-core ceiling: start-up noise, not a '
-             'rate**' if ceiling and fig['marginal_img_s'] > 1.05 * ceiling
-             else '')
+      odd = ('' if _plausible(c, key, fig['marginal_img_s']) else
+             ' **above its shared-core ceiling: start-up noise, not a '
+             'rate**')
       row(key, fig, f'same class as ev-predict: {a["same_class"]}/'
           f'{a["images"]} ({a["distinct_classes_ours"]} classes){odd}')
     for key, what in (('gil', 'GIL held per image (all cores busy)'),
